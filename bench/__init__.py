@@ -1,0 +1,1 @@
+"""Benchmarks for shelf event detectors: baselines and the scoring runs that compare them."""

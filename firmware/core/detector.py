@@ -1,0 +1,472 @@
+# Pick / put-back detection for one shelf: one sample in, at most one event out.
+#
+# Pure: no I/O and no clock of its own (time comes in with each sample), integers only on the
+# per-sample path, every buffer allocated here in __init__. Per lane:
+#
+#   raw -> boxcar mean over SMOOTH_MS (kills HX711 noise, mains alias and most shelf ringing)
+#       -> spread (max - min) of that mean over SETTLE_MS: the lane is "still" when the spread
+#          is within a few times its own quiet level (learnt online: a low quantile of the
+#          spread, so hands and bumps do not inflate it)
+#       -> state machine  STILL --(not still)--> ACTIVE --(still again)--> decide
+#
+# Deciding compares the new still level with the anchor, the level the lane last rested at
+# for ANCHOR_MS, and the items counted since then (so an event reported while the shelf was
+# not quite settled does not bias the next one):
+#   * a whole number of items (within the item-weight spread) and plausible for the lane:
+#     emitted at once (pick < 0 < put);
+#   * nothing significant: absorbed (a touch, a bump, a hand that came and went);
+#   * anything else (a resting hand, a foreign item, a change still settling) waits, PENDING.
+#     Within PEND_INT_MS a late-settling whole count is still emitted; after FOREIGN_WAIT_MS of
+#     continuous stillness it is emitted as a foreign change (count None), since only a long
+#     wait tells an object from a hand. Any new activity cancels the wait and the lane is
+#     judged again against the same "before" level, so a hand that rests, takes and leaves
+#     yields one correct event.
+# While still, the reference level (and the lane's zero) follows slow drift and creep.
+# A change that is a small share of a simultaneous bigger change elsewhere on the shelf is
+# load sharing / crosstalk, not an event.
+
+from array import array
+
+from micropython import const
+
+from core.lane import LaneCal
+
+STILL = const(0)
+ACTIVE = const(1)
+PENDING = const(2)
+
+SMOOTH_MS = const(75)  # boxcar length
+SETTLE_MS = const(75)  # how long the smoothed level must stay put
+CALM_SAMPLES = const(2)  # ...confirmed on this many samples in a row (not a turning point)
+UNIT_STILL_PERMIL = const(40)  # spread below 4 % of an item is still enough to count
+K_STILL_X4 = const(12)  # still when spread <= 3 x quiet spread (+ floor)
+NOISE_UP_S = const(8)  # quiet-spread tracker: slow to rise...
+NOISE_DOWN_DIV = const(4)  # ...4x faster to fall: it sits near the 20th percentile
+K_SIG = const(10)  # a foreign change must exceed 10 x the quiet level noise...
+K_SIG_COUNT = const(5)  # ...a whole count 5 x
+K_TOL_NOISE = const(3)  # count tolerance widens by 3 x level noise
+FOREIGN_MIN_G = 10  # smallest foreign object reported (g)
+STILL_FLOOR_G = 0.2  # spread floor: dead or very quiet channels
+DRIFT_G_PER_S = 0.5  # auto-zero follows at most this fast (creep, temperature), never a hand
+TOL_BASE_PERMIL = const(120)  # whole-count tolerance: 12 % of a unit ...
+TOL_SQRT_PERMIL = const(40)  # ... + 4 % x sqrt(items) (item weights vary independently)
+MAX_ITEMS_PER_ACTION = const(12)  # without a known capacity, more than this is implausible
+PEND_INT_MS = const(800)
+PUT_WAIT_MS = const(2000)  # a put with no release signature waits this long (hands rest)
+RELEASE_PERMIL = const(80)  # release signature: the level overshot the final one by 8 %
+ANCHOR_MS = const(700)  # still this long after a change: the new level is the count anchor
+HELD_REAL_MS = const(1500)  # a pending plateau held this long before new activity was real
+FOREIGN_WAIT_MS = const(6000)
+XT_WINDOW_MS = const(1000)  # how close in time another lane's activity must be
+XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is load sharing
+XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
+TICKS_HALF = const(0x20000000)
+TICKS_MASK = const(0x3FFFFFFF)
+
+
+def tdiff(a, b):
+    # a - b for millisecond ticks that wrap at 2**30 (MicroPython's ticks_ms period).
+    return ((a - b + TICKS_HALF) & TICKS_MASK) - TICKS_HALF
+
+
+def _rdiv(num, den):
+    if num >= 0:
+        return (num + den // 2) // den
+    return -((-num + den // 2) // den)
+
+
+def _zeros(n):
+    return array("i", [0] * n)
+
+
+class Change:
+    """One emitted event. Grams are carried as integer centigrams (exact on every runtime)."""
+
+    def __init__(self, lane, t_ms, count, delta_cg, before_cg, after_cg, confidence, sku):
+        self.lane = lane
+        self.t_ms = t_ms
+        self.count = count  # signed items; None: no whole number of this lane's items
+        self.delta_cg = delta_cg
+        self.before_cg = before_cg
+        self.after_cg = after_cg
+        self.confidence = confidence  # percent
+        self.sku = sku
+
+    @property
+    def kind(self):
+        if self.count is None:
+            return "change"
+        return "pick" if self.count < 0 else "put"
+
+    def as_dict(self):
+        return {
+            "lane": self.lane,
+            "t_ms": self.t_ms,
+            "count": self.count,
+            "delta_g": self.delta_cg / 100,
+            "before_g": self.before_cg / 100,
+            "after_g": self.after_cg / 100,
+            "confidence": self.confidence / 100,
+            "sku": self.sku,
+        }
+
+
+class ShelfDetector:
+    def __init__(self, lanes, sample_rate_hz=80, smooth_ms=SMOOTH_MS, settle_ms=SETTLE_MS,
+                 foreign_wait_ms=FOREIGN_WAIT_MS, noise_g=1.0):
+        n = len(lanes)
+        if not 1 <= n <= 16:
+            raise ValueError("1..16 lanes")
+        rate = int(sample_rate_hz)
+        if rate < 1:
+            raise ValueError("sample rate must be >= 1 Hz")
+        self.lanes = lanes  # type: list[LaneCal]
+        self.n = n
+        m = max(2, min(32, (rate * smooth_ms + 500) // 1000))
+        s = max(3, min(32, (rate * settle_ms + 500) // 1000))
+        self.m = m
+        self.s = s
+        self.rate = rate
+        self.foreign_wait_ms = foreign_wait_ms
+        self._up_div = max(16, rate * NOISE_UP_S)
+        self._down_div = max(4, self._up_div // NOISE_DOWN_DIV)
+        self._warm = 2 * rate  # samples of fast, symmetric noise learning at start
+        self._buf = _zeros(n * m)  # raw ring per lane (boxcar)
+        self._ybuf = _zeros(n * s)  # boxcar sums ring per lane (stillness window)
+        self._bpos = _zeros(n)
+        self._ypos = _zeros(n)
+        self._bsum = _zeros(n)
+        self._seen = _zeros(n)  # samples seen (saturates after warm-up)
+        self._q = _zeros(n)  # quiet spread of the boxcar sum
+        self._calm = _zeros(n)  # consecutive still samples
+        self._state = _zeros(n)
+        # Levels are boxcar sums (m x counts): no division on the per-sample path.
+        self._ref = _zeros(n)  # level after the last decision (event or absorbed change)
+        self._anchor = _zeros(n)  # level the lane last rested at; counts are fitted from it
+        self._acc = _zeros(n)  # items reported since the anchor
+        self._pend = _zeros(n)  # level while PENDING (smoothed)
+        self._held = _zeros(n)  # ms an interrupted PENDING plateau had held, else 0
+        self._t_still = _zeros(n)  # when the lane last became STILL
+        self._t_settle = _zeros(n)
+        self._t_act0 = _zeros(n)
+        self._t_act1 = _zeros(n)
+        self._peak = _zeros(n)  # largest |level - ref| in the current activity
+        self._off = _zeros(n)  # the lane's zero, following drift (raw counts)
+        self._floor = _zeros(n)  # still-threshold floor
+        self._minchg = _zeros(n)  # smallest foreign change (counts)
+        self._drift = _zeros(n)  # largest auto-zero step per sample
+        self._tolp = array("i", [TOL_BASE_PERMIL + int(TOL_SQRT_PERMIL * k ** 0.5)
+                                 for k in range(MAX_ITEMS_PER_ACTION + 1)])
+        self._later = None  # a second event decided together with the first
+        for i in range(n):
+            self._calibrated(i, noise_g)
+
+    def _calibrated(self, i, noise_g=None):
+        cal = self.lanes[i]
+        m = self.m
+        self._off[i] = cal.offset
+        self._floor[i] = max(m * max(1, cal.counts_from_g(STILL_FLOOR_G)),
+                             cal.unit_counts * m * UNIT_STILL_PERMIL // 1000)
+        self._minchg[i] = cal.counts_from_g(FOREIGN_MIN_G)
+        self._drift[i] = max(1, m * cal.counts_from_g(DRIFT_G_PER_S) // self.rate)
+        if noise_g is not None:
+            self._q[i] = 2 * m * max(1, cal.counts_from_g(noise_g))
+
+    def recalibrated(self, lane):
+        """Call after the lane's LaneCal changed (tare, span, planogram)."""
+        self._calibrated(lane)
+        self._seen[lane] = 0
+
+    def offset(self, lane):
+        """The lane's zero as tracked through drift (raw counts)."""
+        return self._off[lane]
+
+    def state(self, lane):
+        return self._state[lane]
+
+    # -- the per-sample path: integers and preallocated arrays only --------------------------
+    def feed(self, lane, t_ms, raw):
+        """One (glitch-filtered) reading; returns a Change or None."""
+        if self._later is not None:
+            ev = self._later
+            self._later = None
+            self._step(lane, t_ms, raw)
+            return ev
+        return self._step(lane, t_ms, raw)
+
+    def _step(self, lane, t_ms, raw):
+        m = self.m
+        s = self.s
+        seen = self._seen[lane]
+        if seen == 0:
+            self._prime(lane, raw, t_ms)
+        # boxcar
+        buf = self._buf
+        bpos = self._bpos[lane]
+        i = lane * m + bpos
+        ysum = self._bsum[lane] + raw - buf[i]
+        buf[i] = raw
+        self._bsum[lane] = ysum
+        bpos += 1
+        self._bpos[lane] = 0 if bpos == m else bpos
+        # stillness window over the boxcar sums
+        yb = self._ybuf
+        base = lane * s
+        ypos = self._ypos[lane]
+        yb[base + ypos] = ysum
+        ypos += 1
+        self._ypos[lane] = 0 if ypos == s else ypos
+        lo = ysum
+        hi = ysum
+        for k in range(base, base + s):
+            v = yb[k]
+            if v < lo:
+                lo = v
+            elif v > hi:
+                hi = v
+        spread = hi - lo
+        # quiet-spread tracker (a low quantile of the spread)
+        q = self._q[lane]
+        if seen < self._warm:
+            self._seen[lane] = seen + 1
+            if spread > q:
+                q += (spread - q) // 8 + 1
+            else:
+                q -= (q - spread) // 8 + 1
+        elif spread > q:
+            q += q // self._up_div + 1
+        else:
+            q -= q // self._down_div + 1
+        if q < 1:
+            q = 1
+        self._q[lane] = q
+        thr = (q * K_STILL_X4) >> 2
+        floor = self._floor[lane]
+        if spread <= (thr if thr > floor else floor):
+            calm = self._calm[lane] + 1
+            self._calm[lane] = calm
+        else:
+            calm = 0
+            self._calm[lane] = 0
+        if seen < s + m:  # buffers still filling
+            return None
+
+        st = self._state[lane]
+        ref = self._ref[lane]
+        if st == STILL:
+            d = ysum - ref
+            sig = self._minchg[lane] * m
+            if calm == 0:
+                self._state[lane] = ACTIVE
+                self._t_act0[lane] = t_ms
+                self._peak[lane] = 0
+                self._held[lane] = 0
+            elif d > sig or -d > sig:
+                # a slow change that never looked like activity: judge it like a settle
+                self._t_act0[lane] = t_ms
+                self._peak[lane] = d if d > 0 else -d
+                self._held[lane] = 0
+                return self._settle(lane, t_ms)
+            elif self._acc[lane] != 0 or self._anchor[lane] != ref:
+                if tdiff(t_ms, self._t_still[lane]) >= ANCHOR_MS:
+                    level = self._window_level(lane)
+                    self._ref[lane] = level
+                    self._anchor[lane] = level
+                    self._acc[lane] = 0
+            else:  # auto-zero: follow drift and creep while nothing happens, slowly
+                step = self._drift[lane]
+                if d < step:
+                    step = d if d > -step else -step
+                self._ref[lane] = ref + step
+                self._anchor[lane] = ref + step
+                self._off[lane] += step // m
+            return None
+        d = ysum - ref
+        if d < 0:
+            d = -d
+        if d > self._peak[lane]:
+            self._peak[lane] = d
+        if st == ACTIVE:
+            if calm >= CALM_SAMPLES:
+                return self._settle(lane, t_ms)
+            return None
+        # PENDING: a plateau that is no whole count yet
+        pend = self._pend[lane]
+        d = ysum - pend
+        sig = self._minchg[lane] * m
+        if calm == 0 or d > sig or -d > sig:
+            self._state[lane] = ACTIVE
+            self._held[lane] = tdiff(t_ms, self._t_settle[lane])
+            return None
+        pend += d >> 3
+        self._pend[lane] = pend
+        waited = tdiff(t_ms, self._t_settle[lane])
+        if waited < PEND_INT_MS:
+            return self._judge(lane, t_ms, pend, 0)
+        if waited >= self.foreign_wait_ms:
+            return self._judge(lane, t_ms, pend, 2)
+        if waited >= PUT_WAIT_MS and self._calm[lane] & 7 == 0:
+            return self._judge(lane, t_ms, pend, 1)
+        return None
+
+    def _prime(self, lane, raw, t_ms):
+        # First reading of a lane: fill the buffers so the boxcar starts at the real level.
+        m = self.m
+        s = self.s
+        for k in range(lane * m, lane * m + m):
+            self._buf[k] = raw
+        for k in range(lane * s, lane * s + s):
+            self._ybuf[k] = raw * m
+        self._bsum[lane] = raw * m
+        self._ref[lane] = raw * m
+        self._anchor[lane] = raw * m
+        self._acc[lane] = 0
+        self._state[lane] = STILL
+        self._t_still[lane] = t_ms
+        self._t_act1[lane] = t_ms
+
+    # -- decisions: rare, may allocate ------------------------------------------------------
+    def _window_level(self, lane):
+        s = self.s
+        base = lane * s
+        yb = self._ybuf
+        first = yb[base]
+        acc = 0
+        for k in range(base, base + s):
+            acc += yb[k] - first
+        return first + _rdiv(acc, s)
+
+    def _noise(self, lane):
+        # Typical noise of the smoothed level, in counts.
+        return self._q[lane] // self.m
+
+    def _quiet(self, lane, dc):
+        # Too small to be a foreign object or anything else worth reporting.
+        return abs(dc) < max(K_SIG * self._noise(lane), self._minchg[lane])
+
+    def _fit(self, lane, total):
+        # A change of `total` counts from the anchor -> (items, residual, tolerance).
+        unit = self.lanes[lane].unit_counts
+        if unit <= 0:
+            return 0, abs(total), -1
+        items = _rdiv(total, unit)
+        k = abs(items)
+        if k > MAX_ITEMS_PER_ACTION:
+            k = MAX_ITEMS_PER_ACTION
+        tol = unit * self._tolp[k] // 1000 + K_TOL_NOISE * self._noise(lane)
+        return items, abs(total - items * unit), tol
+
+    def _plausible(self, lane, items):
+        cal = self.lanes[lane]
+        if abs(items) > MAX_ITEMS_PER_ACTION:
+            return False
+        if cal.capacity <= 0 or cal.unit_counts <= 0:
+            return True
+        before = _rdiv(abs(self._ref[lane] // self.m - self._off[lane]), cal.unit_counts)
+        return 0 <= before + items <= cal.capacity
+
+    def _crosstalk(self, lane, t_ms, dc, pct):
+        # Is |this change| at most pct % of a simultaneous bigger change on another lane?
+        mine = abs(self.lanes[lane].cg(dc))
+        t0 = self._t_act0[lane]
+        for j in range(self.n):
+            if j == lane or self._seen[j] == 0:
+                continue
+            busy = self._state[j] == ACTIVE
+            if not busy and tdiff(self._t_act1[j], t0) < -XT_WINDOW_MS:
+                continue  # j's last activity ended well before ours began
+            if tdiff(self._t_act0[j], t_ms) > 0:
+                continue
+            other = abs(self.lanes[j].cg(self._peak[j] // self.m))
+            if mine * 100 <= pct * other:
+                return True
+        return False
+
+    def _settle(self, lane, t_ms):
+        self._t_act1[lane] = t_ms
+        level = self._window_level(lane)
+        held = self._held[lane]
+        plateau = self._pend[lane]
+        self._held[lane] = 0
+        self._state[lane] = PENDING
+        self._t_settle[lane] = t_ms
+        self._pend[lane] = level
+        ev = self._judge(lane, t_ms, level, 0)
+        if ev is not None or self._state[lane] != PENDING or held < HELD_REAL_MS:
+            return ev
+        # The lane had rested on an unexplained plateau for a while before this activity. If
+        # the new level is a clean step from that plateau, the plateau was real (an object
+        # left on the shelf): report it, then judge the new step from it.
+        step = _rdiv(level - plateau, self.m)
+        items, resid, tol = self._fit(lane, step)
+        if not (self._quiet(lane, step) or (items != 0 and resid <= tol)):
+            return None
+        first = self._foreign(lane, t_ms, plateau)
+        self._state[lane] = PENDING
+        self._t_settle[lane] = t_ms
+        self._pend[lane] = level
+        second = self._judge(lane, t_ms, level, 0)
+        if first is None:
+            return second
+        self._later = second
+        return first
+
+    def _released(self, lane, dc):
+        # Did the weight overshoot its final value (an item let go, ringing)? A resting hand
+        # eases onto its plateau; a put-back ends with a release.
+        over = self._peak[lane] - abs(dc) * self.m
+        return over * 1000 >= RELEASE_PERMIL * abs(dc) * self.m and over >= 2 * self._q[lane]
+
+    def _judge(self, lane, t_ms, level, patience):
+        # patience 0: just settled; 1: waited PUT_WAIT_MS; 2: waited FOREIGN_WAIT_MS (final)
+        m = self.m
+        dc = _rdiv(level - self._ref[lane], m)  # since the last decision
+        items, resid, tol = self._fit(lane, _rdiv(level - self._anchor[lane], m))
+        items -= self._acc[lane]  # new items, beyond those already reported
+        noise = self._noise(lane)
+        if items == 0:
+            if resid <= tol or self._quiet(lane, dc):
+                # nothing new: a touch, a bump, a hand that came and went, a settling tail
+                self._absorb(lane, t_ms, level)
+                return None
+        elif (resid <= tol and abs(dc) >= K_SIG_COUNT * noise and self._plausible(lane, items)
+              and (items < 0 or patience or self._released(lane, dc))
+              and not self._crosstalk(lane, t_ms, dc, XT_COUNT_PCT)):
+            unit = self.lanes[lane].unit_counts
+            conf = 100 - 50 * resid // max(1, tol) - min(40, 400 * noise // max(1, unit))
+            return self._emit(lane, t_ms, level, dc, items, conf)
+        if patience < 2:
+            return None
+        return self._foreign(lane, t_ms, level)
+
+    def _foreign(self, lane, t_ms, level):
+        # An unexplained change that stayed: report it (count None) and count from it anew.
+        dc = _rdiv(level - self._ref[lane], self.m)
+        ev = None
+        if self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT):
+            self._absorb(lane, t_ms, level)  # load sharing moved this lane's zero
+        else:
+            ev = self._emit(lane, t_ms, level, dc, None, 50)
+        self._anchor[lane] = level
+        self._acc[lane] = 0
+        return ev
+
+    def _absorb(self, lane, t_ms, level):
+        self._ref[lane] = level
+        self._state[lane] = STILL
+        self._t_still[lane] = t_ms
+
+    def _emit(self, lane, t_ms, level, dc, items, conf):
+        cal = self.lanes[lane]
+        m = self.m
+        off = self._off[lane]
+        before = cal.cg(self._ref[lane] // m - off)
+        after = cal.cg(level // m - off)
+        self._ref[lane] = level
+        self._state[lane] = STILL
+        self._t_still[lane] = t_ms
+        if items is not None:
+            self._acc[lane] += items
+        if conf < 1:
+            conf = 1
+        return Change(lane, t_ms, items, cal.cg(dc), before, after, conf, cal.sku)

@@ -1,0 +1,82 @@
+"""shelfctl: parse the command line, then call one verb module.
+
+Exit codes: 0 ok, 1 failure, 2 usage or user mistake. A user mistake gets one line on stderr,
+never a traceback (`--verbose` shows the traceback of unexpected errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from host_tools import __version__
+
+# (group, verb) -> (module, help). Modules expose add_arguments(parser) and run(args) -> int.
+VERBS: dict[tuple[str, str], tuple[str, str]] = {
+    ("trace", "replay"): ("host_tools.trace.replay", "replay a trace through the firmware"),
+    ("trace", "score"): ("host_tools.trace.score", "score detection against a trace's truth"),
+}
+GROUP_HELP = {"trace": "shelf-trace/1 recordings: replay, score, generate"}
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shelfctl",
+        description="Flash, deploy, provision, monitor and test walk-out store shelf and gate "
+        "controllers.",
+    )
+    parser.add_argument("--version", action="version", version=f"shelfctl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND")
+    group_parsers: dict[str, argparse._SubParsersAction] = {}
+    for (group, verb), (module_name, help_text) in VERBS.items():
+        if group not in group_parsers:
+            gp = groups.add_parser(group, help=GROUP_HELP.get(group))
+            group_parsers[group] = gp.add_subparsers(dest="verb", metavar="VERB")
+        vp = group_parsers[group].add_parser(verb, help=help_text, description=help_text)
+        vp.set_defaults(_module=module_name)
+        _module(module_name).add_arguments(vp)
+    return parser
+
+
+def _module(name: str):
+    return importlib.import_module(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module_name = getattr(args, "_module", None)
+    if module_name is None:
+        # `shelfctl` or `shelfctl trace` alone: show the relevant help
+        if args.group:
+            parser.parse_args([args.group, "--help"])
+        parser.print_help()
+        return 2
+    try:
+        return int(_module(module_name).run(args) or 0)
+    except KeyboardInterrupt:
+        print("shelfctl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # one line for anything the user can act on
+        from host_tools.trace.io import TraceError
+
+        if isinstance(e, UserError | TraceError | FileNotFoundError):
+            print(f"shelfctl: {e}", file=sys.stderr)
+            return 2
+        if args.verbose:
+            traceback.print_exc()
+        print(f"shelfctl: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
