@@ -144,15 +144,17 @@ class ShelfDetector:
         self._ref = _zeros(n)  # level after the last decision (event or absorbed change)
         self._anchor = _zeros(n)  # level the lane last rested at; counts are fitted from it
         self._acc = _zeros(n)  # items reported since the anchor
+        self._dirty = _zeros(n)  # 1: a decision was made; re-anchor once the lane rests
         self._pend = _zeros(n)  # level while PENDING (smoothed)
-        self._held = _zeros(n)  # ms an interrupted PENDING plateau had held, else 0
+        self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
+        self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
         self._t_still = _zeros(n)  # when the lane last became STILL
         self._t_settle = _zeros(n)
         self._t_act0 = _zeros(n)
         self._t_act1 = _zeros(n)
         self._peak = _zeros(n)  # largest |level - ref| in the current activity
         self._off = _zeros(n)  # the lane's zero, following drift (raw counts)
-        self._floor = _zeros(n)  # still-threshold floor
+        self._floor = _zeros(n)  # still-threshold floor (noise floor or share of an item)
         self._minchg = _zeros(n)  # smallest foreign change (counts)
         self._drift = _zeros(n)  # largest auto-zero step per sample
         self._tolp = array("i", [TOL_BASE_PERMIL + int(TOL_SQRT_PERMIL * k ** 0.5)
@@ -241,13 +243,20 @@ class ShelfDetector:
             q = 1
         self._q[lane] = q
         thr = (q * K_STILL_X4) >> 2
+        # Still: the spread is within the lane's own noise; or, for a lane whose items are
+        # heavy next to any remaining wobble (ringing), within a few % of an item as long as
+        # the level is not trending (a slow hand is not stillness).
         floor = self._floor[lane]
-        if spread <= (thr if thr > floor else floor):
+        trend = ysum - yb[base + (0 if ypos == s else ypos)]
+        if spread <= thr or (spread <= floor and -thr <= trend <= thr):
             calm = self._calm[lane] + 1
             self._calm[lane] = calm
         else:
             calm = 0
             self._calm[lane] = 0
+        # Leaving a rest takes clearly more than noise (hysteresis: a noisy lane must not
+        # flicker out of a rest and restart its waits).
+        busy = spread > 2 * thr and spread > floor
         if seen < s + m:  # buffers still filling
             return None
 
@@ -256,24 +265,24 @@ class ShelfDetector:
         if st == STILL:
             d = ysum - ref
             sig = self._minchg[lane] * m
-            if calm == 0:
+            if busy:
                 self._state[lane] = ACTIVE
                 self._t_act0[lane] = t_ms
                 self._peak[lane] = 0
-                self._held[lane] = 0
-            elif d > sig or -d > sig:
-                # a slow change that never looked like activity: judge it like a settle
-                self._t_act0[lane] = t_ms
-                self._peak[lane] = d if d > 0 else -d
-                self._held[lane] = 0
-                return self._settle(lane, t_ms)
-            elif self._acc[lane] != 0 or self._anchor[lane] != ref:
-                if tdiff(t_ms, self._t_still[lane]) >= ANCHOR_MS:
+            elif self._dirty[lane]:
+                # after a decision, the level the lane comes to rest at is the new anchor
+                if calm and tdiff(t_ms, self._t_still[lane]) >= ANCHOR_MS:
                     level = self._window_level(lane)
                     self._ref[lane] = level
                     self._anchor[lane] = level
                     self._acc[lane] = 0
-            else:  # auto-zero: follow drift and creep while nothing happens, slowly
+                    self._dirty[lane] = 0
+            elif d > sig or -d > sig:
+                # a slow change that never looked like activity: judge it like a settle
+                self._t_act0[lane] = t_ms
+                self._peak[lane] = d if d > 0 else -d
+                return self._settle(lane, t_ms)
+            elif calm:  # auto-zero: follow drift and creep while nothing happens, slowly
                 step = self._drift[lane]
                 if d < step:
                     step = d if d > -step else -step
@@ -294,9 +303,11 @@ class ShelfDetector:
         pend = self._pend[lane]
         d = ysum - pend
         sig = self._minchg[lane] * m
-        if calm == 0 or d > sig or -d > sig:
+        if busy or d > sig or -d > sig:
             self._state[lane] = ACTIVE
-            self._held[lane] = tdiff(t_ms, self._t_settle[lane])
+            if tdiff(t_ms, self._t_settle[lane]) >= HELD_REAL_MS:
+                self._plat[lane] = pend  # rested here long: maybe an object, not a hand
+                self._plat_ok[lane] = 1
             return None
         pend += d >> 3
         self._pend[lane] = pend
@@ -305,7 +316,7 @@ class ShelfDetector:
             return self._judge(lane, t_ms, pend, 0)
         if waited >= self.foreign_wait_ms:
             return self._judge(lane, t_ms, pend, 2)
-        if waited >= PUT_WAIT_MS and self._calm[lane] & 7 == 0:
+        if waited >= PUT_WAIT_MS and calm & 7 == 1:
             return self._judge(lane, t_ms, pend, 1)
         return None
 
@@ -346,9 +357,12 @@ class ShelfDetector:
 
     def _fit(self, lane, total):
         # A change of `total` counts from the anchor -> (items, residual, tolerance).
-        unit = self.lanes[lane].unit_counts
+        cal = self.lanes[lane]
+        unit = cal.unit_counts
         if unit <= 0:
             return 0, abs(total), -1
+        if cal.counts_per_kg < 0:
+            total = -total  # a reversed cell: counts fall as weight rises
         items = _rdiv(total, unit)
         k = abs(items)
         if k > MAX_ITEMS_PER_ACTION:
@@ -367,8 +381,11 @@ class ShelfDetector:
 
     def _crosstalk(self, lane, t_ms, dc, pct):
         # Is |this change| at most pct % of a simultaneous bigger change on another lane?
-        mine = abs(self.lanes[lane].cg(dc))
+        # 1: yes (load sharing, not an event); 0: no; 2: can't tell yet, a neighbour that
+        # could explain it is still moving.
+        mine = abs(self.lanes[lane].cg(dc)) * 100
         t0 = self._t_act0[lane]
+        verdict = 0
         for j in range(self.n):
             if j == lane or self._seen[j] == 0:
                 continue
@@ -377,23 +394,23 @@ class ShelfDetector:
                 continue  # j's last activity ended well before ours began
             if tdiff(self._t_act0[j], t_ms) > 0:
                 continue
-            other = abs(self.lanes[j].cg(self._peak[j] // self.m))
-            if mine * 100 <= pct * other:
-                return True
-        return False
+            cal = self.lanes[j]
+            if mine <= pct * abs(cal.cg(self._peak[j] // self.m)):
+                return 1
+            if busy and mine <= pct * abs(cal.cg(cal.unit_counts)):
+                verdict = 2
+        return verdict
 
     def _settle(self, lane, t_ms):
         self._t_act1[lane] = t_ms
         level = self._window_level(lane)
-        held = self._held[lane]
-        plateau = self._pend[lane]
-        self._held[lane] = 0
         self._state[lane] = PENDING
         self._t_settle[lane] = t_ms
         self._pend[lane] = level
         ev = self._judge(lane, t_ms, level, 0)
-        if ev is not None or self._state[lane] != PENDING or held < HELD_REAL_MS:
+        if ev is not None or self._state[lane] != PENDING or not self._plat_ok[lane]:
             return ev
+        plateau = self._plat[lane]
         # The lane had rested on an unexplained plateau for a while before this activity. If
         # the new level is a clean step from that plateau, the plateau was real (an object
         # left on the shelf): report it, then judge the new step from it.
@@ -430,8 +447,12 @@ class ShelfDetector:
                 self._absorb(lane, t_ms, level)
                 return None
         elif (resid <= tol and abs(dc) >= K_SIG_COUNT * noise and self._plausible(lane, items)
-              and (items < 0 or patience or self._released(lane, dc))
-              and not self._crosstalk(lane, t_ms, dc, XT_COUNT_PCT)):
+              and (items < 0 or patience or self._released(lane, dc))):
+            xt = self._crosstalk(lane, t_ms, dc, XT_COUNT_PCT)
+            if xt == 2:
+                return None  # wait for the neighbour to finish
+            if xt == 1:
+                return self._foreign(lane, t_ms, level) if patience == 2 else None
             unit = self.lanes[lane].unit_counts
             conf = 100 - 50 * resid // max(1, tol) - min(40, 400 * noise // max(1, unit))
             return self._emit(lane, t_ms, level, dc, items, conf)
@@ -443,8 +464,9 @@ class ShelfDetector:
         # An unexplained change that stayed: report it (count None) and count from it anew.
         dc = _rdiv(level - self._ref[lane], self.m)
         ev = None
-        if self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT):
+        if self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT) == 1:
             self._absorb(lane, t_ms, level)  # load sharing moved this lane's zero
+            self._ref[lane] = level
         else:
             ev = self._emit(lane, t_ms, level, dc, None, 50)
         self._anchor[lane] = level
@@ -452,9 +474,13 @@ class ShelfDetector:
         return ev
 
     def _absorb(self, lane, t_ms, level):
-        self._ref[lane] = level
+        # Nothing to report. The reference stays where the last decision put it (a premature
+        # settle halfway through a slow hand must not move it); the lane re-anchors once it
+        # has rested.
         self._state[lane] = STILL
         self._t_still[lane] = t_ms
+        self._dirty[lane] = 1
+        self._plat_ok[lane] = 0
 
     def _emit(self, lane, t_ms, level, dc, items, conf):
         cal = self.lanes[lane]
@@ -465,6 +491,8 @@ class ShelfDetector:
         self._ref[lane] = level
         self._state[lane] = STILL
         self._t_still[lane] = t_ms
+        self._dirty[lane] = 1
+        self._plat_ok[lane] = 0
         if items is not None:
             self._acc[lane] += items
         if conf < 1:

@@ -1,0 +1,230 @@
+# Detector behaviour on scripted shelves; portable (CPython and the MicroPython VM).
+from core.detector import ShelfDetector, tdiff
+from core.glitch import GlitchFilter
+from core.lane import LaneCal
+from lanesim import Lane, run, samples
+
+UNIT_G = 250  # a can of soup
+CPG = 420  # counts per gram
+
+
+def shelf(n=2, rate=80, unit_g=UNIT_G, capacity=0, cpg=CPG):
+    cals = [LaneCal(100000 * (k + 1), cpg, unit_g, "SKU%d" % k, capacity) for k in range(n)]
+    return cals, ShelfDetector(cals, rate), [(c.offset, cpg) for c in cals]
+
+
+def stock(items, unit_g=UNIT_G):
+    return items * unit_g * 100  # centigrams
+
+
+def pick(lane, items=1, unit_g=UNIT_G, press=True):
+    # Hand presses a little, lifts the items, some ringing as the load lets go.
+    if press:
+        lane.ramp(unit_g * 100 // 5, 200).hold(100)
+        lane.ramp(-unit_g * 100 // 5 - items * unit_g * 100, 500)
+    else:
+        lane.ramp(-items * unit_g * 100, 500)
+    lane.impact(unit_g * 100 // 10).hold(100)
+    return lane
+
+
+def put(lane, items=1, unit_g=UNIT_G):
+    # Lowered by hand, then released: an overshoot and ringing.
+    lane.ramp(items * unit_g * 100, 600)
+    lane.impact(items * unit_g * 100 // 4)
+    return lane
+
+
+def counts(events, lane=None):
+    return [e.count for e in events if lane is None or e.lane == lane]
+
+
+def test_quiet_shelf_emits_nothing():
+    cals, det, cc = shelf(3)
+    lanes = [Lane(80, stock(8)).hold(60000) for _ in range(3)]
+    assert run(det, samples(lanes, cc, sigma_cg=150, seed=3)) == []
+
+
+def test_single_pick_is_one_event_with_the_right_count_and_grams():
+    cals, det, cc = shelf(2)
+    a = Lane(80, stock(6)).hold(3000)
+    pick(a).hold(4000)
+    b = Lane(80, stock(6)).hold(8000)
+    events = run(det, samples([a, b], cc, seed=5))
+    assert counts(events) == [-1]
+    ev = events[0]
+    assert ev.lane == 0 and ev.sku == "SKU0" and ev.kind == "pick"
+    assert abs(ev.delta_cg + UNIT_G * 100) < UNIT_G * 100 * 4 // 100  # within 4 %
+    assert abs(ev.before_cg - stock(6)) < 500 and abs(ev.after_cg - stock(5)) < 500
+    assert 50 <= ev.confidence <= 100
+    # reported soon after the shelf settled (3000 + 800 ms of hand action)
+    assert 3800 <= ev.t_ms <= 3800 + 600
+    d = ev.as_dict()
+    assert d["count"] == -1 and d["lane"] == 0 and d["sku"] == "SKU0"
+
+
+def test_multi_item_pick_and_put_back():
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(9)).hold(2000)
+    pick(a, 3).hold(3000)
+    put(a, 2).hold(3000)
+    events = run(det, samples([a], cc, seed=7))
+    assert counts(events) == [-3, 2]
+    assert events[1].kind == "put"
+
+
+def test_quick_double_pick_adds_up():
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(9)).hold(2000)
+    pick(a, 1).hold(250)
+    pick(a, 1, press=False).hold(3000)
+    events = run(det, samples([a], cc, seed=11))
+    assert sum(counts(events)) == -2
+    assert all(c is not None and c < 0 for c in counts(events))
+
+
+def test_resting_hand_is_not_an_event():
+    # A hand eases onto the shelf with exactly two items' worth of force, stays 1.5 s, leaves.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(stock(2), 300).hold(1500).ramp(-stock(2), 300).hold(3000)
+    assert run(det, samples([a], cc, seed=13)) == []
+
+
+def test_touch_and_leave_nets_zero():
+    # Partly lifted (tilted) and put back: no event. Fully lifted for 0.3 s: nothing or a
+    # pair that cancels, never a net change.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(-stock(1) // 2, 300).hold(500).ramp(stock(1) // 2, 300).hold(2500)
+    a.ramp(-stock(1), 300).hold(300).ramp(stock(1), 300).impact(2000).hold(3000)
+    events = run(det, samples([a], cc, seed=17))
+    assert sum(counts(events)) == 0
+    assert len(events) <= 2
+
+
+def test_foreign_item_waits_then_reports_no_count():
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(9300, 400).impact(1500).hold(9000)  # a 93 g phone: 0.37 of an item
+    events = run(det, samples([a], cc, seed=19))
+    assert len(events) == 1
+    ev = events[0]
+    assert ev.count is None and ev.kind == "change"
+    assert abs(ev.delta_cg - 9300) < 400
+    assert tdiff(ev.t_ms, 2400) >= det.foreign_wait_ms  # only a long wait tells it from a hand
+
+
+def test_foreign_item_then_pick_reports_both():
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(9300, 400).impact(1500).hold(3000)
+    pick(a).hold(9000)
+    events = run(det, samples([a], cc, seed=23))
+    assert [e.count for e in events] == [None, -1]
+
+
+def test_two_hands_on_adjacent_lanes_at_once():
+    cals, det, cc = shelf(2)
+    a = Lane(80, stock(6)).hold(2000)
+    b = Lane(80, stock(6)).hold(2000)
+    pick(a, 2).hold(4000)
+    put(b, 1).hold(4000)
+    events = run(det, samples([a, b], cc, seed=29))
+    assert counts(events, 0) == [-2]
+    assert counts(events, 1) == [1]
+
+
+def test_crosstalk_from_a_heavy_neighbour_is_ignored():
+    # Lane 0 holds 1.5 kg bottles; lane 1 small 20 g bars and shares 1.5 % of lane 0's load.
+    cals = [LaneCal(0, CPG, 1500, "WATER"), LaneCal(500000, CPG, 20, "BAR")]
+    det = ShelfDetector(cals, 80)
+    a = Lane(80, 1500 * 100 * 4).hold(2000)
+    b = Lane(80, 20 * 100 * 10).hold(2000)
+    pick(a, 1, unit_g=1500).hold(5000)
+    b.ramp(-1500 * 100 * 3 // 200, 500).hold(5600)  # load sharing: -22.5 g, "about one bar"
+    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=50, seed=31))
+    assert counts(events, 0) == [-1]
+    assert counts(events, 1) == []
+
+
+def test_bump_rings_every_lane_but_changes_nothing():
+    cals, det, cc = shelf(3)
+    lanes = []
+    for _ in range(3):
+        ln = Lane(80, stock(4)).hold(2000)
+        ln.impact(3000, hz=6, tau_ms=300).hold(5000)
+        lanes.append(ln)
+    assert run(det, samples(lanes, cc, seed=37)) == []
+
+
+def test_slow_drift_is_followed_and_the_next_pick_is_right():
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5))
+    for _ in range(60):  # +6 g over 10 minutes, in small steps
+        a.hold(10000)
+        a.cg[-1] += 10
+    pick(a).hold(3000)
+    events = run(det, samples([a], cc, seed=41))
+    assert counts(events) == [-1]
+    assert abs(events[0].delta_cg + UNIT_G * 100) < UNIT_G * 100 * 4 // 100
+
+
+def test_implausible_count_is_not_emitted_as_one():
+    # The lane holds at most 6 items and has 5: "+3" cannot be a put-back.
+    cals, det, cc = shelf(1, capacity=6)
+    a = Lane(80, stock(5)).hold(2000)
+    put(a, 3).hold(3000)
+    events = run(det, samples([a], cc, seed=43))
+    assert all(e.count is None for e in events)
+
+
+def test_ten_samples_per_second():
+    cals, det, cc = shelf(1, rate=10)
+    a = Lane(10, stock(6)).hold(4000)
+    pick(a, 2).hold(5000)
+    put(a, 1).hold(5000)
+    assert counts(run(det, samples([a], cc, seed=47))) == [-2, 1]
+
+
+def test_reversed_load_cell():
+    cals = [LaneCal(-200000, -CPG, UNIT_G, "REV")]
+    det = ShelfDetector(cals, 80)
+    a = Lane(80, stock(6)).hold(2000)
+    pick(a).hold(3000)
+    events = run(det, samples([a], [(-200000, -CPG)], seed=53))
+    assert counts(events) == [-1]
+    assert events[0].delta_cg < 0
+
+
+def test_glitches_do_not_become_weight():
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(6)).hold(20000)
+    stream = samples([a], cc, seed=59)
+    for i in range(100, len(stream), 97):  # one glitch a second or so, every kind
+        t, lane, raw = stream[i]
+        kinds = (8388607, -8388608, 0, raw >> 1, raw ^ (1 << 22))
+        stream[i] = (t, lane, kinds[(i // 97) % 5])
+    assert run(det, stream, GlitchFilter(1)) == []
+
+
+def test_tick_wraparound():
+    # MicroPython's ticks_ms wraps at 2**30; the detector only ever subtracts times.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(9300, 400).impact(1500).hold(9000)
+    stream = [((t + (1 << 30) - 3000) & ((1 << 30) - 1), ln, raw)
+              for t, ln, raw in samples([a], cc, seed=61)]
+    events = run(det, stream)
+    assert [e.count for e in events] == [None]
+
+
+def test_bad_configuration_is_refused():
+    for bad in (lambda: ShelfDetector([], 80),
+                lambda: ShelfDetector([LaneCal(0, 1, 1)], 0),
+                lambda: LaneCal(0, 0, 10)):
+        try:
+            bad()
+        except ValueError:
+            continue
+        raise AssertionError("accepted a bad configuration")
