@@ -1,0 +1,183 @@
+"""A fake `machine` module for firmware tests (CPython and the MicroPython VM alike).
+
+What the HX711 driver uses, done the way an ESP32 does it, on a virtual board:
+- `Pin(id, mode=-1, pull=-1, value=None)`: IN / OUT / PULL_UP / PULL_DOWN, value(), on(),
+  off(), calling the pin. Pins are wired to fake chips by id (`fake_attach`); an input pin
+  nobody drives reads its pull (1 with PULL_UP, else 0).
+- Every pin operation costs 1 us of virtual time; edges happen at the end of that 1 us.
+- `disable_irq()` / `enable_irq(state)`: while masked, a due interrupt waits, and runs (its
+  time passing) as soon as interrupts are enabled again, as on real hardware.
+- The board's `VirtualClock` has the `time` functions the driver takes as its `clock`
+  (ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_us, sleep_ms), wrapping like the real ones.
+
+Tests start with `clock = machine.fake_reset()`, make chips, then inject interrupts with
+`clock.interrupt_every(period_us, duration_us)`. `clock.masking = False` makes
+disable_irq() a no-op: a driver that forgot to mask interrupts, for control experiments.
+"""
+
+TICKS_PERIOD = 1 << 30
+_TICKS_MAX = TICKS_PERIOD - 1
+_HALF = TICKS_PERIOD // 2
+
+
+class VirtualClock:
+    def __init__(self, start_us=0):
+        self.now = start_us  # virtual microseconds; never wraps (the ticks do)
+        self.irq_enabled = True
+        self.masking = True
+        self.isr_runs = 0
+        self.deferred = 0  # ISR runs that had to wait for interrupts to be enabled
+        self._pending = False
+        self._isr_period = 0
+        self._isr_len = 0
+        self._isr_next = 0
+
+    # --- the time-module API the driver uses ---
+    def ticks_us(self):
+        return self.now & _TICKS_MAX
+
+    def ticks_ms(self):
+        return (self.now // 1000) & _TICKS_MAX
+
+    def ticks_add(self, ticks, delta):
+        return (ticks + delta) & _TICKS_MAX
+
+    def ticks_diff(self, a, b):
+        d = (a - b) & _TICKS_MAX
+        if d >= _HALF:
+            d -= TICKS_PERIOD
+        return d
+
+    def sleep_us(self, us):
+        self.advance(us)
+
+    def sleep_ms(self, ms):
+        self.advance(ms * 1000)
+
+    # --- test controls ---
+    def advance(self, us):
+        self.now += us
+        self._service()
+
+    def interrupt_every(self, period_us, duration_us, first_us=None):
+        """An ISR taking duration_us, due every period_us (counted from the end of the last
+        run); period_us=0 stops it."""
+        self._isr_period = period_us
+        self._isr_len = duration_us
+        if first_us is None:
+            first_us = period_us
+        self._isr_next = self.now + first_us
+
+    def _service(self):
+        # A due interrupt runs only while interrupts are enabled; otherwise it stays pending.
+        while self._isr_period and self.now >= self._isr_next:
+            if not self.irq_enabled:
+                self._pending = True
+                return
+            if self._pending:
+                self.deferred += 1
+                self._pending = False
+            self.isr_runs += 1
+            self.now += self._isr_len
+            self._isr_next = self.now + self._isr_period
+
+
+class _Board:
+    def __init__(self, clock):
+        self.clock = clock
+        self.by_sck = {}  # pin id -> chips clocked by it
+        self.by_dout = {}  # pin id -> the chip driving it
+
+    def read(self, pin):
+        if pin.mode == Pin.OUT:
+            return pin.level  # reading an output gives back its latch
+        chip = self.by_dout.get(pin.id)
+        if chip is not None:
+            level = chip.dout(self.clock.now)
+            if level is not None:
+                return level
+        return 1 if pin.pull == Pin.PULL_UP else 0
+
+    def write(self, pin, level):
+        old = pin.level
+        pin.level = level
+        if pin.mode != Pin.OUT or old == level:
+            return  # an input pin does not drive the line
+        for chip in self.by_sck.get(pin.id, ()):
+            chip.sck(level, self.clock.now)
+
+
+_board = _Board(VirtualClock())
+
+
+def fake_reset(start_us=0):
+    """A fresh board (no wiring, IRQs enabled); returns its clock."""
+    global _board
+    _board = _Board(VirtualClock(start_us))
+    return _board.clock
+
+
+def fake_clock():
+    return _board.clock
+
+
+def fake_attach(chip, sck, dout):
+    """Wire a fake chip: it sees edges on pin `sck` and drives pin `dout` through
+    chip.sck(level, now_us) and chip.dout(now_us) -> 0, 1 or None (not driving)."""
+    _board.by_sck.setdefault(sck, []).append(chip)
+    _board.by_dout[dout] = chip
+
+
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_DOWN = 1
+    PULL_UP = 2
+
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self.id = id
+        self.mode = Pin.IN
+        self.pull = None
+        self.level = 0
+        self.init(mode, pull, value=value)
+
+    def init(self, mode=-1, pull=-1, value=None):
+        if mode != -1:
+            self.mode = mode
+        if pull != -1:
+            self.pull = pull
+        if value is not None:
+            self.value(value)
+
+    def value(self, v=None):
+        board = _board
+        board.clock.advance(1)  # a pin operation takes about 1 us on an ESP32
+        if v is None:
+            return board.read(self)
+        board.write(self, 1 if v else 0)
+        return None
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+def disable_irq():
+    clock = _board.clock
+    state = 1 if clock.irq_enabled else 0
+    if clock.masking:
+        clock.irq_enabled = False
+    return state
+
+
+def enable_irq(state):
+    clock = _board.clock
+    if clock.masking:
+        clock.irq_enabled = bool(state)
+    clock._service()
