@@ -139,6 +139,7 @@ class ShelfDetector:
         self._seen = _zeros(n)  # samples seen (saturates after warm-up)
         self._q = _zeros(n)  # quiet spread of the boxcar sum
         self._calm = _zeros(n)  # consecutive still samples
+        self._near = _zeros(n)  # consecutive near-still samples
         self._state = _zeros(n)
         # Levels are boxcar sums (m x counts): no division on the per-sample path.
         self._ref = _zeros(n)  # level after the last decision (event or absorbed change)
@@ -247,13 +248,20 @@ class ShelfDetector:
         # heavy next to any remaining wobble (ringing), within a few % of an item as long as
         # the level is not trending (a slow hand is not stillness).
         floor = self._floor[lane]
-        trend = ysum - yb[base + (0 if ypos == s else ypos)]
-        if spread <= thr or (spread <= floor and -thr <= trend <= thr):
+        if spread <= thr:  # still within the lane's own noise
             calm = self._calm[lane] + 1
             self._calm[lane] = calm
         else:
             calm = 0
             self._calm[lane] = 0
+        # Near-still: the wobble left (ringing) is a few % of an item, enough to count heavy
+        # items early; used only for a quick, confident verdict.
+        if spread <= floor or calm:
+            near = self._near[lane] + 1
+            self._near[lane] = near
+        else:
+            near = 0
+            self._near[lane] = 0
         # Leaving a rest takes clearly more than noise (hysteresis: a noisy lane must not
         # flicker out of a rest and restart its waits).
         busy = spread > 2 * thr and spread > floor
@@ -298,6 +306,8 @@ class ShelfDetector:
         if st == ACTIVE:
             if calm >= CALM_SAMPLES:
                 return self._settle(lane, t_ms)
+            if near >= CALM_SAMPLES:
+                return self._quick(lane, t_ms)
             return None
         # PENDING: a plateau that is no whole count yet
         pend = self._pend[lane]
@@ -428,6 +438,26 @@ class ShelfDetector:
         self._later = second
         return first
 
+    def _quick(self, lane, t_ms):
+        # Still ringing, but a clean whole count already: report it now.
+        m = self.m
+        level = self._window_level(lane)
+        dc = _rdiv(level - self._ref[lane], m)
+        items, resid, tol = self._fit(lane, _rdiv(level - self._anchor[lane], m))
+        items -= self._acc[lane]
+        if (items == 0 or 2 * resid > tol or abs(dc) < K_SIG_COUNT * self._noise(lane)
+                or not self._plausible(lane, items)
+                or (items > 0 and not self._released(lane, dc))
+                or self._crosstalk(lane, t_ms, dc, XT_COUNT_PCT) != 0):
+            return None
+        self._t_act1[lane] = t_ms
+        return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
+
+    def _confidence(self, lane, resid, tol):
+        noise = self._noise(lane)
+        unit = self.lanes[lane].unit_counts
+        return 100 - 50 * resid // max(1, tol) - min(40, 400 * noise // max(1, unit))
+
     def _released(self, lane, dc):
         # Did the weight overshoot its final value (an item let go, ringing)? A resting hand
         # eases onto its plateau; a put-back ends with a release.
@@ -453,9 +483,7 @@ class ShelfDetector:
                 return None  # wait for the neighbour to finish
             if xt == 1:
                 return self._foreign(lane, t_ms, level) if patience == 2 else None
-            unit = self.lanes[lane].unit_counts
-            conf = 100 - 50 * resid // max(1, tol) - min(40, 400 * noise // max(1, unit))
-            return self._emit(lane, t_ms, level, dc, items, conf)
+            return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
         if patience < 2:
             return None
         return self._foreign(lane, t_ms, level)

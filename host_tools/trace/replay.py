@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from host_tools.trace.io import Trace, TraceError, read_trace
+from host_tools.trace.io import Trace, TraceError, read_samples, read_trace
 
 RUNTIMES = ("cpython", "micropython")
 LOOP_FILE = Path(__file__).with_name("replay_loop.py")
@@ -100,7 +100,12 @@ def replay(trace: Trace | str | Path, runtime: str = "cpython") -> list[dict]:
     if trace.path is None:
         raise TraceError("replay needs a trace on disk (samples.csv)")
     if runtime == "cpython":
-        tuples = _replay_cpython(trace.path)
+        try:
+            tuples = _replay_cpython(trace.path)
+        except ValueError:
+            # A malformed samples.csv: let the reader name the file and line.
+            read_samples(trace.path, len(trace.lanes))
+            raise
     elif runtime == "micropython":
         tuples = _replay_micropython(trace.path)
     else:
