@@ -17,6 +17,7 @@ from host_tools import __version__
 VERBS: dict[tuple[str, str], tuple[str, str]] = {
     ("trace", "replay"): ("host_tools.trace.replay", "replay a trace through the firmware"),
     ("trace", "score"): ("host_tools.trace.score", "score detection against a trace's truth"),
+    ("trace", "gen"): ("host_tools.trace.gen", "generate realistic shelf traces with truth"),
 }
 GROUP_HELP = {"trace": "shelf-trace/1 recordings: replay, score, generate"}
 
