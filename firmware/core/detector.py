@@ -381,12 +381,18 @@ class ShelfDetector:
         return items, abs(total - items * unit), tol
 
     def _plausible(self, lane, items):
+        # More items than one hand takes, or than the lane can hold or holds, is no count.
         cal = self.lanes[lane]
         if abs(items) > MAX_ITEMS_PER_ACTION:
             return False
         if cal.capacity <= 0 or cal.unit_counts <= 0:
             return True
-        before = _rdiv(abs(self._ref[lane] // self.m - self._off[lane]), cal.unit_counts)
+        load = self._ref[lane] // self.m - self._off[lane]
+        if cal.counts_per_kg < 0:
+            load = -load
+        before = _rdiv(load, cal.unit_counts)
+        if before < -1 or before > cal.capacity + 1:
+            return True  # the lane's zero is not its empty tray: stock unknown
         return 0 <= before + items <= cal.capacity
 
     def _crosstalk(self, lane, t_ms, dc, pct):
