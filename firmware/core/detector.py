@@ -381,19 +381,23 @@ class ShelfDetector:
         return items, abs(total - items * unit), tol
 
     def _plausible(self, lane, items):
-        # More items than one hand takes, or than the lane can hold or holds, is no count.
+        # No more items than one hand moves or the lane holds, and no taking what is not
+        # there. The lane's zero may include the tray (a tare on the bare cell), so the load
+        # is an upper bound on the stock: enough to refuse a pick, not a put.
         cal = self.lanes[lane]
         if abs(items) > MAX_ITEMS_PER_ACTION:
             return False
-        if cal.capacity <= 0 or cal.unit_counts <= 0:
+        if cal.capacity > 0 and abs(items) > cal.capacity:
+            return False
+        unit = cal.unit_counts
+        if items >= 0 or unit <= 0:
             return True
         load = self._ref[lane] // self.m - self._off[lane]
         if cal.counts_per_kg < 0:
             load = -load
-        before = _rdiv(load, cal.unit_counts)
-        if before < -1 or before > cal.capacity + 1:
-            return True  # the lane's zero is not its empty tray: stock unknown
-        return 0 <= before + items <= cal.capacity
+        if load < -unit:
+            return True  # this zero is no tare at all (an untared plate): nothing to check
+        return 2 * load >= (-2 * items - 1) * unit  # what is taken was there
 
     def _crosstalk(self, lane, t_ms, dc, pct):
         # Is |this change| at most pct % of a simultaneous bigger change on another lane?
@@ -408,8 +412,8 @@ class ShelfDetector:
             busy = self._state[j] == ACTIVE
             if not busy and tdiff(self._t_act1[j], t0) < -XT_WINDOW_MS:
                 continue  # j's last activity ended well before ours began
-            if tdiff(self._t_act0[j], t_ms) > 0:
-                continue
+            if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
+                continue  # j began well after ours had settled
             cal = self.lanes[j]
             if mine <= pct * abs(cal.cg(self._peak[j] // self.m)):
                 return 1

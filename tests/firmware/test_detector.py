@@ -171,12 +171,16 @@ def test_slow_drift_is_followed_and_the_next_pick_is_right():
 
 
 def test_implausible_count_is_not_emitted_as_one():
-    # The lane holds at most 6 items and has 5: "+3" cannot be a put-back.
-    cals, det, cc = shelf(1, capacity=6)
-    a = Lane(80, stock(5)).hold(2000)
-    put(a, 3).hold(3000)
-    events = run(det, samples([a], cc, seed=43))
-    assert all(e.count is None for e in events)
+    # The lane holds at most 6 items: "+7" cannot be a put-back, nor "-6" with 5 there.
+    for change in (7, -6):
+        cals, det, cc = shelf(1, capacity=6)
+        a = Lane(80, stock(5)).hold(2000)
+        if change > 0:
+            put(a, change).hold(9000)
+        else:
+            pick(a, -change).hold(9000)
+        events = run(det, samples([a], cc, seed=43))
+        assert [e.count for e in events] == [None]
 
 
 def test_ten_samples_per_second():
