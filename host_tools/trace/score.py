@@ -112,6 +112,9 @@ class TraceScore:
     n_receipt_lanes: int = 0  # lanes with a truth row or an emitted event
     n_receipt_exact: int = 0
     latencies_ms: list[int] = field(default_factory=list)  # one per found row
+    # the same for found rows with a count: foreign rows wait on purpose (FORMAT.md gives
+    # them 8 s), so the picks' and put-backs' latency is worth seeing on its own
+    count_latencies_ms: list[int] = field(default_factory=list)
     fp_events: list[dict] = field(default_factory=list)
     missed_rows: list[TruthRow] = field(default_factory=list)
     wrong_count_rows: list[tuple[TruthRow, int]] = field(default_factory=list)  # (row, got)
@@ -141,6 +144,7 @@ class TraceScore:
             n_receipt_lanes=self.n_receipt_lanes,
             n_receipt_exact=self.n_receipt_exact,
             latencies=self.latencies_ms,
+            count_latencies=self.count_latencies_ms,
         )
 
     def diagnostics(self) -> dict:
@@ -191,6 +195,7 @@ def _metrics(
     n_receipt_lanes: int,
     n_receipt_exact: int,
     latencies: list[int],
+    count_latencies: list[int],
 ) -> dict:
     precision = _ratio(n_matched, n_events - n_transient)
     recall = _ratio(n_found, n_rows)
@@ -203,6 +208,8 @@ def _metrics(
         "receipt_exact": _ratio(n_receipt_exact, n_receipt_lanes),
         "latency_p50_ms": percentile(latencies, 50),
         "latency_p95_ms": percentile(latencies, 95),
+        "count_latency_p50_ms": percentile(count_latencies, 50),
+        "count_latency_p95_ms": percentile(count_latencies, 95),
         "transient_pairs_per_100": pairs_per_100,
         "n_events": n_events,
         "n_matched": n_matched,
@@ -270,6 +277,8 @@ def score_trace(trace: Trace, events: list[dict]) -> TraceScore:
             continue
         score.n_found += 1
         score.latencies_ms.append(max(int(e["t_ms"]) for e in evs) - r.t_ms)
+        if r.count is not None:
+            score.count_latencies_ms.append(score.latencies_ms[-1])
         if r.count is not None:
             if got == r.count:
                 score.n_count_right += 1
@@ -347,6 +356,7 @@ def aggregate(scores: list[TraceScore]) -> dict:
         n_receipt_lanes=sum(s.n_receipt_lanes for s in scores),
         n_receipt_exact=sum(s.n_receipt_exact for s in scores),
         latencies=[x for s in scores for x in s.latencies_ms],
+        count_latencies=[x for s in scores for x in s.count_latencies_ms],
     )
     out["n_traces"] = len(scores)
     return out
