@@ -158,9 +158,12 @@ class ShelfDetector:
         self._floor = _zeros(n)  # still-threshold floor (noise floor or share of an item)
         self._minchg = _zeros(n)  # smallest foreign change (counts)
         self._drift = _zeros(n)  # largest auto-zero step per sample
+        self._cpg = _zeros(n)  # whole counts per gram (>= 1), for cheap comparisons
         self._tolp = array("i", [TOL_BASE_PERMIL + int(TOL_SQRT_PERMIL * k ** 0.5)
                                  for k in range(MAX_ITEMS_PER_ACTION + 1)])
         self._later = None  # a second event decided together with the first
+        self.resid = 0  # set by _fit
+        self.tol = 0
         for i in range(n):
             self._calibrated(i, noise_g)
 
@@ -172,6 +175,7 @@ class ShelfDetector:
                              cal.unit_counts * m * UNIT_STILL_PERMIL // 1000)
         self._minchg[i] = cal.counts_from_g(FOREIGN_MIN_G)
         self._drift[i] = max(1, m * cal.counts_from_g(DRIFT_G_PER_S) // self.rate)
+        self._cpg[i] = max(1, cal.counts_from_g(1))
         if noise_g is not None:
             self._q[i] = 2 * m * max(1, cal.counts_from_g(noise_g))
 
@@ -366,19 +370,24 @@ class ShelfDetector:
         return abs(dc) < max(K_SIG * self._noise(lane), self._minchg[lane])
 
     def _fit(self, lane, total):
-        # A change of `total` counts from the anchor -> (items, residual, tolerance).
+        # A change of `total` counts from the anchor -> whole items; the residual and the
+        # tolerance it is held to land in self.resid / self.tol (no tuple: this runs per
+        # sample while a lane waits).
         cal = self.lanes[lane]
         unit = cal.unit_counts
         if unit <= 0:
-            return 0, abs(total), -1
+            self.resid = abs(total)
+            self.tol = -1
+            return 0
         if cal.counts_per_kg < 0:
             total = -total  # a reversed cell: counts fall as weight rises
         items = _rdiv(total, unit)
         k = abs(items)
         if k > MAX_ITEMS_PER_ACTION:
             k = MAX_ITEMS_PER_ACTION
-        tol = unit * self._tolp[k] // 1000 + K_TOL_NOISE * self._noise(lane)
-        return items, abs(total - items * unit), tol
+        self.tol = unit * self._tolp[k] // 1000 + K_TOL_NOISE * self._noise(lane)
+        self.resid = abs(total - items * unit)
+        return items
 
     def _plausible(self, lane, items):
         # No more items than one hand moves or the lane holds, and no taking what is not
@@ -402,8 +411,8 @@ class ShelfDetector:
     def _crosstalk(self, lane, t_ms, dc, pct):
         # Is |this change| at most pct % of a simultaneous bigger change on another lane?
         # 1: yes (load sharing, not an event); 0: no; 2: can't tell yet, a neighbour that
-        # could explain it is still moving.
-        mine = abs(self.lanes[lane].cg(dc)) * 100
+        # could explain it is still moving. Compared in whole grams (small ints).
+        mine = abs(dc) // self._cpg[lane] * 100
         t0 = self._t_act0[lane]
         verdict = 0
         for j in range(self.n):
@@ -414,10 +423,9 @@ class ShelfDetector:
                 continue  # j's last activity ended well before ours began
             if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
                 continue  # j began well after ours had settled
-            cal = self.lanes[j]
-            if mine <= pct * abs(cal.cg(self._peak[j] // self.m)):
+            if mine <= pct * (self._peak[j] // self.m // self._cpg[j]):
                 return 1
-            if busy and mine <= pct * abs(cal.cg(cal.unit_counts)):
+            if busy and mine <= pct * (self.lanes[j].unit_counts // self._cpg[j]):
                 verdict = 2
         return verdict
 
@@ -435,7 +443,9 @@ class ShelfDetector:
         # the new level is a clean step from that plateau, the plateau was real (an object
         # left on the shelf): report it, then judge the new step from it.
         step = _rdiv(level - plateau, self.m)
-        items, resid, tol = self._fit(lane, step)
+        items = self._fit(lane, step)
+        resid = self.resid
+        tol = self.tol
         if not (self._quiet(lane, step) or (items != 0 and resid <= tol)):
             return None
         first = self._foreign(lane, t_ms, plateau)
@@ -453,7 +463,9 @@ class ShelfDetector:
         m = self.m
         level = self._window_level(lane)
         dc = _rdiv(level - self._ref[lane], m)
-        items, resid, tol = self._fit(lane, _rdiv(level - self._anchor[lane], m))
+        items = self._fit(lane, _rdiv(level - self._anchor[lane], m))
+        resid = self.resid
+        tol = self.tol
         items -= self._acc[lane]
         if (items == 0 or 2 * resid > tol or abs(dc) < K_SIG_COUNT * self._noise(lane)
                 or not self._plausible(lane, items)
@@ -478,7 +490,9 @@ class ShelfDetector:
         # patience 0: just settled; 1: waited PUT_WAIT_MS; 2: waited FOREIGN_WAIT_MS (final)
         m = self.m
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
-        items, resid, tol = self._fit(lane, _rdiv(level - self._anchor[lane], m))
+        items = self._fit(lane, _rdiv(level - self._anchor[lane], m))
+        resid = self.resid
+        tol = self.tol
         items -= self._acc[lane]  # new items, beyond those already reported
         noise = self._noise(lane)
         if items == 0:

@@ -232,3 +232,40 @@ def test_bad_configuration_is_refused():
         except ValueError:
             continue
         raise AssertionError("accepted a bad configuration")
+
+
+def test_no_heap_allocation_per_sample():
+    # Only MicroPython can show it (CPython allocates for every int); in the VM the heap must
+    # not grow while a 6-lane shelf is fed ordinary samples and hand activity.
+    import sys
+
+    if sys.implementation.name != "micropython":
+        from skip import SkipTest
+
+        raise SkipTest("allocation is measured in the MicroPython VM")
+    import gc
+
+    cals, det, cc = shelf(6)
+    lanes = [Lane(80, stock(6)).hold(4000) for _ in range(6)]
+    # then, while the heap is watched: a resting hand, a touch, a bump (no events)
+    lanes[0].ramp(stock(1) * 3 // 2, 300).hold(1500).ramp(-stock(1) * 3 // 2, 300)
+    lanes[2].hold(500).ramp(-stock(1) // 2, 300).hold(500).ramp(stock(1) // 2, 300)
+    for ln in lanes:
+        ln.hold(300).impact(1500, hz=6).hold(3000)
+    stream = samples(lanes, cc, seed=67)
+    warm = 6 * 320  # 4 s of quiet shelf
+    for t, lane, raw in stream[:warm]:
+        det.feed(lane, t, raw)
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        for i in range(warm, len(stream)):
+            t, lane, raw = stream[i]
+            det.feed(lane, t, raw)
+        after = gc.mem_alloc()
+    finally:
+        gc.enable()
+    assert det.state(0) == 0 and det.state(2) == 0  # the shelf went busy and came back
+    assert after == before, "allocated %d bytes in %d samples" % (after - before,
+                                                                   len(stream) - warm)
