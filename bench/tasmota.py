@@ -19,8 +19,9 @@ silent):
 - a lane needs 10 readings before its first weight; the first weight is the starting settled
   weight and reference (Tasmota would report the whole load at boot, which is no shelf event);
 - a settle whose difference from the previous settled weight is 4 g or less emits nothing (the
-  weight went back to where it was); any larger difference is emitted, even when it rounds to
-  count 0 (Tasmota would publish that weight too);
+  weight went back to where it was); a larger difference that rounds to count 0 is no pick or
+  put either: Tasmota would publish the weight, but a store counting items ignores it, so it
+  is dropped by default (``drop_zero=False`` keeps it, as a raw Tasmota feed would);
 - no clamping of negative weights (Tasmota clamps below its tare; these traces' lanes are not
   tared to empty) and no whole-gram truncation; every reading is used as returned, glitches
   included: the trimmed mean is the only glitch filter, as in Tasmota.
@@ -59,6 +60,7 @@ class TasmotaBaseline:
         window: int = WINDOW,
         trim: int = TRIM,
         delta_g: float = DELTA_G,
+        drop_zero: bool = True,
     ) -> None:
         if window <= 2 * trim:
             raise ValueError("window must be larger than twice the trim")
@@ -66,6 +68,7 @@ class TasmotaBaseline:
         self.window = window
         self.trim = trim
         self.delta_g = delta_g
+        self.drop_zero = drop_zero
         self._lanes = {m.lane: _LaneState(m, window) for m in lanes}
 
     def weight_g(self, lane: int) -> float | None:
@@ -102,6 +105,8 @@ class TasmotaBaseline:
         before, st.settled = st.settled, w
         diff = w - before
         if abs(diff) <= self.delta_g:
+            return []
+        if self.drop_zero and round(diff / st.meta.unit_g) == 0:
             return []
         return [
             {
