@@ -60,6 +60,7 @@ FOREIGN_WAIT_MS = const(6000)
 XT_WINDOW_MS = const(1000)  # how close in time another lane's activity must be
 XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is load sharing
 XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
+XT_SHAKE_PCT = const(5)  # an adjacent lane leaks at most this share of its load into ours
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
 
@@ -409,14 +410,15 @@ class ShelfDetector:
         return 2 * load >= (-2 * items - 1) * unit  # what is taken was there
 
     def _crosstalk(self, lane, t_ms, dc, pct):
-        # Is |this change| at most pct % of a simultaneous bigger change on another lane?
-        # 1: yes (load sharing, not an event); 0: no; 2: can't tell yet, a neighbour that
-        # could explain it is still moving. Compared in whole grams (small ints).
+        # Is |this change| at most pct % of a simultaneous bigger change on an adjacent lane
+        # (plates leak load only into their neighbours)? 1: yes (load sharing, not an
+        # event); 0: no; 2: can't tell yet, the neighbour is still moving. Compared in whole
+        # grams (small ints).
         mine = abs(dc) // self._cpg[lane] * 100
         t0 = self._t_act0[lane]
         verdict = 0
-        for j in range(self.n):
-            if j == lane or self._seen[j] == 0:
+        for j in (lane - 1, lane + 1):
+            if j < 0 or j >= self.n or self._seen[j] == 0:
                 continue
             busy = self._state[j] == ACTIVE
             if not busy and tdiff(self._t_act1[j], t0) < -XT_WINDOW_MS:
@@ -460,6 +462,8 @@ class ShelfDetector:
 
     def _quick(self, lane, t_ms):
         # Still ringing, but a clean whole count already: report it now.
+        if self._shaken(lane):
+            return None
         m = self.m
         level = self._window_level(lane)
         dc = _rdiv(level - self._ref[lane], m)
@@ -486,8 +490,25 @@ class ShelfDetector:
         over = self._peak[lane] - abs(dc) * self.m
         return over * 1000 >= RELEASE_PERMIL * abs(dc) * self.m and over >= 2 * self._q[lane]
 
+    def _shaken(self, lane):
+        # Is an adjacent lane still carrying a load change (a hand, an item on its way) big
+        # enough that its leak into this lane could pass for a quarter of our item? Then this
+        # lane's level is not its own yet: decide once the neighbour has settled.
+        unit_g = self.lanes[lane].unit_counts // self._cpg[lane]
+        for j in (lane - 1, lane + 1):
+            if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
+                continue
+            dev = (self._bsum[j] - self._ref[j]) // self.m // self._cpg[j]
+            if dev < 0:
+                dev = -dev
+            if dev * XT_SHAKE_PCT >= 25 * unit_g:
+                return True
+        return False
+
     def _judge(self, lane, t_ms, level, patience):
         # patience 0: just settled; 1: waited PUT_WAIT_MS; 2: waited FOREIGN_WAIT_MS (final)
+        if patience < 2 and self._shaken(lane):
+            return None
         m = self.m
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
         items = self._fit(lane, _rdiv(level - self._anchor[lane], m))
