@@ -56,7 +56,7 @@ PUT_WAIT_MS = const(2000)  # a put with no release signature waits this long (ha
 RELEASE_PERMIL = const(80)  # release signature: the level overshot the final one by 8 %
 ANCHOR_MS = const(700)  # still this long after a change: the new level is the count anchor
 HELD_REAL_MS = const(1500)  # a pending plateau held this long before new activity was real
-FOREIGN_WAIT_MS = const(6000)
+FOREIGN_WAIT_MS = const(7000)
 XT_WINDOW_MS = const(1000)  # how close in time another lane's activity must be
 XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is load sharing
 XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
@@ -438,17 +438,16 @@ class ShelfDetector:
         self._t_settle[lane] = t_ms
         self._pend[lane] = level
         ev = self._judge(lane, t_ms, level, 0)
-        if ev is not None or self._state[lane] != PENDING or not self._plat_ok[lane]:
+        if (ev is not None or self._state[lane] != PENDING or not self._plat_ok[lane]
+                or self._shaken(lane)):
             return ev
         plateau = self._plat[lane]
         # The lane had rested on an unexplained plateau for a while before this activity. If
-        # the new level is a clean step from that plateau, the plateau was real (an object
-        # left on the shelf): report it, then judge the new step from it.
+        # the new level is a clean step of whole items from that plateau, the plateau was real
+        # (an object left on the shelf): report it, then the step from it.
         step = _rdiv(level - plateau, self.m)
         items = self._fit(lane, step)
-        resid = self.resid
-        tol = self.tol
-        if not (self._quiet(lane, step) or (items != 0 and resid <= tol)):
+        if items == 0 or self.resid > self.tol:
             return None
         first = self._foreign(lane, t_ms, plateau)
         self._state[lane] = PENDING
