@@ -331,7 +331,7 @@ class ShelfDetector:
             return self._judge(lane, t_ms, pend, 0)
         if waited >= self.foreign_wait_ms:
             return self._judge(lane, t_ms, pend, 2)
-        if waited >= PUT_WAIT_MS and calm & 7 == 1:
+        if waited >= PUT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 1)
         return None
 
@@ -506,7 +506,7 @@ class ShelfDetector:
 
     def _judge(self, lane, t_ms, level, patience):
         # patience 0: just settled; 1: waited PUT_WAIT_MS; 2: waited FOREIGN_WAIT_MS (final)
-        if patience < 2 and self._shaken(lane):
+        if patience == 0 and self._shaken(lane):
             return None
         m = self.m
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
