@@ -41,7 +41,7 @@ test: setup lint typecheck
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/shelfctl trace replay traces/examples/example-01 --table
+	$(BIN)/shelfctl trace replay traces/examples/example-01 --table --runtime both
 
 bench: setup
 	$(BIN)/python -m bench.run

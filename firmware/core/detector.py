@@ -35,7 +35,7 @@ STILL = const(0)
 ACTIVE = const(1)
 PENDING = const(2)
 
-SMOOTH_MS = const(75)  # boxcar length
+SMOOTH_MS = const(150)  # boxcar length
 SETTLE_MS = const(75)  # how long the smoothed level must stay put
 CALM_SAMPLES = const(2)  # ...confirmed on this many samples in a row (not a turning point)
 UNIT_STILL_PERMIL = const(40)  # spread below 4 % of an item is still enough to count
@@ -270,7 +270,10 @@ class ShelfDetector:
         # Leaving a rest takes clearly more than noise (hysteresis: a noisy lane must not
         # flicker out of a rest and restart its waits).
         busy = spread > 2 * thr and spread > floor
-        if seen < s + m:  # buffers still filling
+        if seen < self._warm:
+            # learning the lane's noise (first 2 s): follow the level, decide nothing yet
+            self._ref[lane] = ysum
+            self._anchor[lane] = ysum
             return None
 
         st = self._state[lane]

@@ -134,21 +134,56 @@ def format_table(events: list[dict]) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("trace", metavar="DIR", help="a shelf-trace/1 directory")
-    p.add_argument("--runtime", choices=RUNTIMES, default="cpython",
-                   help="run the firmware in CPython (default) or in the MicroPython 1.29 VM")
-    p.add_argument("--table", action="store_true", help="a readable table instead of JSON lines")
+    p.add_argument("--runtime", choices=(*RUNTIMES, "both"), default="cpython",
+                   help="run the firmware in CPython (default), in the MicroPython 1.29 VM, or "
+                        "in both and check that they agree")
+    p.add_argument("--table", action="store_true",
+                   help="a readable table (with the trace's truth and score) instead of JSON")
+
+
+def _truth_table(trace: Trace) -> str:
+    rows = [f"{'t (s)':>9} {'lane':>4} {'truth':<7} {'count':>5} {'delta g':>9}  from (s)"]
+    for r in sorted(trace.truth, key=lambda r: r.t_ms):
+        kind = "change" if r.count is None else ("pick" if r.count < 0 else "put")
+        count = "-" if r.count is None else f"{r.count:+d}"
+        rows.append(f"{r.t_ms / 1000:9.2f} {r.lane:4d} {kind:<7} {count:>5} {r.delta_g:9.2f}"
+                    f"  {r.t_start_ms / 1000:.2f}")
+    return "\n".join(rows)
 
 
 def run(args: argparse.Namespace) -> int:
     trace = read_trace(args.trace, samples=False)
-    events = replay(trace, args.runtime)
+    runtimes = RUNTIMES if args.runtime == "both" else (args.runtime,)
+    results = {rt: replay(trace, rt) for rt in runtimes}
+    events = results[runtimes[0]]
     if args.table:
         print(f"{trace.name}: {len(events)} events "
               f"({len(trace.lanes)} lanes at {trace.sample_rate_hz:g} SPS, "
-              f"runtime {args.runtime})")
+              f"runtime {runtimes[0]})")
         print(format_table(events))
+        if trace.truth or (trace.path and (trace.path / "truth.csv").exists()):
+            from host_tools.trace.score import score_trace
+
+            print(f"\ntruth.csv: {len(trace.truth)} rows")
+            print(_truth_table(trace))
+            m = score_trace(read_trace(trace.path), events).metrics()
+            print(f"\nscore: precision {_ratio(m['precision'])}, recall {_ratio(m['recall'])}, "
+                  f"count accuracy {_ratio(m['count_accuracy'])}, receipts exact "
+                  f"{_ratio(m['receipt_exact'])}, transient pairs {m['n_pairs']}")
     else:
         out = sys.stdout
         for ev in events:
             out.write(event_line(ev) + "\n")
+    if len(runtimes) == 2:
+        same = results["cpython"] == results["micropython"]
+        verdict = "identical" if same else "DIFFERENT"
+        print(f"MicroPython 1.29 VM vs CPython: {verdict} "
+              f"({len(results['micropython'])} / {len(results['cpython'])} events)",
+              file=sys.stdout if args.table else sys.stderr)
+        if not same:
+            return 1
     return 0
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"

@@ -55,7 +55,7 @@ def test_single_pick_is_one_event_with_the_right_count_and_grams():
     ev = events[0]
     assert ev.lane == 0 and ev.sku == "SKU0" and ev.kind == "pick"
     assert abs(ev.delta_cg + UNIT_G * 100) < UNIT_G * 100 * 4 // 100  # within 4 %
-    assert abs(ev.before_cg - stock(6)) < 500 and abs(ev.after_cg - stock(5)) < 500
+    assert abs(ev.before_cg - stock(6)) < 800 and abs(ev.after_cg - stock(5)) < 800
     assert 50 <= ev.confidence <= 100
     # reported soon after the shelf settled (3000 + 800 ms of hand action)
     assert 3800 <= ev.t_ms <= 3800 + 600
