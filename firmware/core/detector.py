@@ -22,8 +22,11 @@
 #     judged again against the same "before" level, so a hand that rests, takes and leaves
 #     yields one correct event.
 # While still, the reference level (and the lane's zero) follows slow drift and creep.
-# A change that is a small share of a simultaneous bigger change elsewhere on the shelf is
+# A change that is a small share of a simultaneous bigger change on an adjacent lane is
 # load sharing / crosstalk, not an event.
+#
+# Every product on the per-sample and waiting paths stays below 2**30 (MicroPython's small-int
+# range on a 32-bit port): beyond it an int is a heap object.
 
 from array import array
 
@@ -53,7 +56,7 @@ TOL_SQRT_PERMIL = const(40)  # ... + 4 % x sqrt(items) (item weights vary indepe
 MAX_ITEMS_PER_ACTION = const(12)  # without a known capacity, more than this is implausible
 PEND_INT_MS = const(800)
 PUT_WAIT_MS = const(2000)  # a put with no release signature waits this long (hands rest)
-RELEASE_PERMIL = const(80)  # release signature: the level overshot the final one by 8 %
+RELEASE_PER_25 = const(2)  # release signature: the level overshot the final one by 2/25 (8 %)
 ANCHOR_MS = const(700)  # still this long after a change: the new level is the count anchor
 HELD_REAL_MS = const(1500)  # a pending plateau held this long before new activity was real
 FOREIGN_WAIT_MS = const(7000)
@@ -389,7 +392,8 @@ class ShelfDetector:
         k = abs(items)
         if k > MAX_ITEMS_PER_ACTION:
             k = MAX_ITEMS_PER_ACTION
-        self.tol = unit * self._tolp[k] // 1000 + K_TOL_NOISE * self._noise(lane)
+        # unit // 50 * permil // 20 == unit * permil / 1000 without leaving small ints
+        self.tol = unit // 50 * self._tolp[k] // 20 + K_TOL_NOISE * self._noise(lane)
         self.resid = abs(total - items * unit)
         return items
 
@@ -420,7 +424,7 @@ class ShelfDetector:
         mine = abs(dc) // self._cpg[lane] * 100
         t0 = self._t_act0[lane]
         verdict = 0
-        for j in (lane - 1, lane + 1):
+        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if j < 0 or j >= self.n or self._seen[j] == 0:
                 continue
             busy = self._state[j] == ACTIVE
@@ -490,14 +494,15 @@ class ShelfDetector:
         # Did the weight overshoot its final value (an item let go, ringing)? A resting hand
         # eases onto its plateau; a put-back ends with a release.
         over = self._peak[lane] - abs(dc) * self.m
-        return over * 1000 >= RELEASE_PERMIL * abs(dc) * self.m and over >= 2 * self._q[lane]
+        over_counts = over // self.m
+        return over_counts * 25 >= RELEASE_PER_25 * abs(dc) and over >= 2 * self._q[lane]
 
     def _shaken(self, lane):
         # Is an adjacent lane still carrying a load change (a hand, an item on its way) big
         # enough that its leak into this lane could pass for a quarter of our item? Then this
         # lane's level is not its own yet: decide once the neighbour has settled.
         unit_g = self.lanes[lane].unit_counts // self._cpg[lane]
-        for j in (lane - 1, lane + 1):
+        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
                 continue
             dev = (self._bsum[j] - self._ref[j]) // self.m // self._cpg[j]
