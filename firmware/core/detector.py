@@ -128,6 +128,8 @@ class ShelfDetector:
         self.n = n
         m = max(2, min(32, (rate * smooth_ms + 500) // 1000))
         s = max(3, min(32, (rate * settle_ms + 500) // 1000))
+        # confirmations in a row before a settle counts; at 10 SPS one sample is 100 ms
+        self.calm_n = CALM_SAMPLES if rate >= 40 else 1
         self.m = m
         self.s = s
         self.rate = rate
@@ -315,9 +317,9 @@ class ShelfDetector:
         if d > self._peak[lane]:
             self._peak[lane] = d
         if st == ACTIVE:
-            if calm >= CALM_SAMPLES:
+            if calm >= self.calm_n:
                 return self._settle(lane, t_ms)
-            if near >= CALM_SAMPLES:
+            if near >= self.calm_n:
                 return self._quick(lane, t_ms)
             return None
         # PENDING: a plateau that is no whole count yet
