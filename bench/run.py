@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, traces in sets.items():
             scored = score_both(traces)
             metrics[name] = {det: aggregate(s) for det, s in scored.items()}
+            if name == "generated":  # the same, per sample rate (10 SPS is slower by nature)
+                for rate in sorted({int(t.sample_rate_hz) for t in traces}, reverse=True):
+                    keep = [i for i, t in enumerate(traces) if int(t.sample_rate_hz) == rate]
+                    metrics[f"gen@{rate}SPS"] = {
+                        det: aggregate([s[i] for i in keep]) for det, s in scored.items()}
         report["generated_set"] = {
             "traces": len(gen),
             "truth_rows": sum(len(t.truth) for t in gen),
