@@ -155,6 +155,7 @@ class ShelfDetector:
         self._pend = _zeros(n)  # level while PENDING (smoothed)
         self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
+        self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
         self._t_still = _zeros(n)  # when the lane last became STILL
         self._t_settle = _zeros(n)
         self._t_act0 = _zeros(n)
@@ -328,6 +329,7 @@ class ShelfDetector:
         sig = self._minchg[lane] * m
         if busy or d > sig or -d > sig:
             self._state[lane] = ACTIVE
+            self._paused[lane] = 1
             if tdiff(t_ms, self._t_settle[lane]) >= HELD_REAL_MS:
                 self._plat[lane] = pend  # rested here long: maybe an object, not a hand
                 self._plat_ok[lane] = 1
@@ -443,8 +445,13 @@ class ShelfDetector:
     def _settle(self, lane, t_ms):
         self._t_act1[lane] = t_ms
         level = self._window_level(lane)
+        # Back on the plateau a wait was interrupted on (a touch, a hand passing by): the wait
+        # goes on from where it was; anywhere else it starts again.
+        if not (self._paused[lane] and self._quiet(lane, _rdiv(level - self._pend[lane],
+                                                                 self.m))):
+            self._t_settle[lane] = t_ms
+        self._paused[lane] = 0
         self._state[lane] = PENDING
-        self._t_settle[lane] = t_ms
         self._pend[lane] = level
         ev = self._judge(lane, t_ms, level, 0)
         if (ev is not None or self._state[lane] != PENDING or not self._plat_ok[lane]
@@ -526,7 +533,11 @@ class ShelfDetector:
         items -= self._acc[lane]  # new items, beyond those already reported
         noise = self._noise(lane)
         if items == 0:
-            if resid <= tol or self._quiet(lane, dc):
+            # Back where the counted items put it: nothing new (a touch, a bump, a hand that
+            # came and went, a settling tail). Right after an event the item-weight spread
+            # of what was counted is allowed; from a settled anchor only noise is.
+            if self._quiet(lane, dc) or (resid <= tol if self._acc[lane] else
+                                         self._quiet(lane, resid)):
                 # nothing new: a touch, a bump, a hand that came and went, a settling tail
                 self._absorb(lane, t_ms, level)
                 return None
@@ -563,6 +574,7 @@ class ShelfDetector:
         self._t_still[lane] = t_ms
         self._dirty[lane] = 1
         self._plat_ok[lane] = 0
+        self._paused[lane] = 0
 
     def _emit(self, lane, t_ms, level, dc, items, conf):
         cal = self.lanes[lane]
@@ -575,6 +587,7 @@ class ShelfDetector:
         self._t_still[lane] = t_ms
         self._dirty[lane] = 1
         self._plat_ok[lane] = 0
+        self._paused[lane] = 0
         if items is not None:
             self._acc[lane] += items
         if conf < 1:
