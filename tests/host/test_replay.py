@@ -67,13 +67,14 @@ def test_bad_directory_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_broken_samples_file_names_the_line(tmp_path):
+@pytest.mark.parametrize("verb", ["replay", "score"])
+def test_malformed_samples_file_names_the_line(tmp_path, verb):
     d = tmp_path / "t"
     d.mkdir()
     (d / "meta.json").write_text((EXAMPLES / "example-00" / "meta.json").read_text())
-    (d / "samples.csv").write_text("t_ms,lane,raw\n0,0,100\n1,0,abc\n")
+    (d / "samples.csv").write_text("t_ms,lane,raw\n0,0,100\n1,0,1x0\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "host_tools", "trace", "score", str(d)],
+        [sys.executable, "-m", "host_tools", "trace", verb, str(d)],
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
@@ -88,15 +89,3 @@ def test_usage_errors_exit_2():
                            "--runtime", "jython"], capture_output=True, text=True)
     assert proc.returncode == 2
 
-
-def test_replay_of_a_malformed_samples_file_names_the_line(tmp_path):
-    d = tmp_path / "t"
-    d.mkdir()
-    (d / "meta.json").write_text((EXAMPLES / "example-00" / "meta.json").read_text())
-    (d / "samples.csv").write_text("t_ms,lane,raw\n0,0,100\n1,0,1x0\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "host_tools", "trace", "replay", str(d)],
-        capture_output=True, text=True,
-    )
-    assert proc.returncode == 2
-    assert "samples.csv:3" in proc.stderr and "Traceback" not in proc.stderr
