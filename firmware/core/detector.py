@@ -3,27 +3,26 @@
 # Pure: no I/O and no clock of its own (time comes in with each sample), integers only on the
 # per-sample path, every buffer allocated here in __init__. Per lane:
 #
-#   raw -> boxcar mean over SMOOTH_MS (kills HX711 noise, mains alias and most shelf ringing)
-#       -> spread (max - min) of that mean over SETTLE_MS: the lane is "still" when the spread
-#          is within a few times its own quiet level (learnt online: a low quantile of the
-#          spread, so hands and bumps do not inflate it)
-#       -> state machine  STILL --(not still)--> ACTIVE --(still again)--> decide
+#   raw -> boxcar mean over SMOOTH_MS (HX711 noise, the mains alias, part of the ringing)
+#       -> spread (max - min) of that mean over SETTLE_MS, against the lane's own quiet
+#          spread (learnt online as a low quantile, so hands and bumps do not inflate it)
+#       -> STILL --(busy)--> ACTIVE --(still again, twice in a row)--> decide
 #
-# Deciding compares the new still level with the anchor, the level the lane last rested at
-# for ANCHOR_MS, and the items counted since then (so an event reported while the shelf was
-# not quite settled does not bias the next one):
-#   * a whole number of items (within the item-weight spread) and plausible for the lane:
-#     emitted at once (pick < 0 < put);
-#   * nothing significant: absorbed (a touch, a bump, a hand that came and went);
-#   * anything else (a resting hand, a foreign item, a change still settling) waits, PENDING.
-#     Within PEND_INT_MS a late-settling whole count is still emitted; after FOREIGN_WAIT_MS of
-#     continuous stillness it is emitted as a foreign change (count None), since only a long
-#     wait tells an object from a hand. Any new activity cancels the wait and the lane is
-#     judged again against the same "before" level, so a hand that rests, takes and leaves
-#     yields one correct event.
-# While still, the reference level (and the lane's zero) follows slow drift and creep.
-# A change that is a small share of a simultaneous bigger change on an adjacent lane is
-# load sharing / crosstalk, not an event.
+# Deciding compares the settled level with the anchor (the level the lane last rested at for
+# ANCHOR_MS) and the items counted since then, so an event reported while the shelf was not
+# quite settled does not bias the next one:
+#   * a whole number of items, significant and plausible for the lane: a pick is emitted at
+#     once; a put-back at once only if the weight overshot on release (a resting hand eases
+#     onto its plateau), else after PUT_WAIT_MS;
+#   * back where the counted items put it: absorbed (a touch, a bump, a hand that left);
+#   * anything else (a resting hand, a foreign object, a change still settling) waits, PENDING,
+#     and after FOREIGN_WAIT_MS of stillness is emitted as a foreign change (count None): only
+#     a long wait tells an object from a hand. New activity interrupts the wait and the lane
+#     is judged again from the same anchor, so a hand that rests, takes and leaves yields one
+#     event; a plateau held long and left by a clean whole step was an object after all.
+# While still, the reference level (and the lane's zero) follows slow drift and creep. A
+# change that is a small share of a simultaneous change on an adjacent lane is load sharing.
+# docs/detector.md explains each rule and what it cannot know.
 #
 # Every product on the per-sample and waiting paths stays below 2**30 (MicroPython's small-int
 # range on a 32-bit port): beyond it an int is a heap object.
@@ -54,13 +53,13 @@ DRIFT_G_PER_S = 0.5  # auto-zero follows at most this fast (creep, temperature),
 TOL_BASE_PERMIL = const(120)  # whole-count tolerance: 12 % of a unit ...
 TOL_SQRT_PERMIL = const(40)  # ... + 4 % x sqrt(items) (item weights vary independently)
 MAX_ITEMS_PER_ACTION = const(12)  # without a known capacity, more than this is implausible
-PEND_INT_MS = const(800)
+PEND_INT_MS = const(800)  # after a settle, a whole count may still firm up this long
 PUT_WAIT_MS = const(2000)  # a put with no release signature waits this long (hands rest)
 RELEASE_PER_25 = const(2)  # release signature: the level overshot the final one by 2/25 (8 %)
 ANCHOR_MS = const(700)  # still this long after a change: the new level is the count anchor
 HELD_REAL_MS = const(1500)  # a pending plateau held this long before new activity was real
-FOREIGN_WAIT_MS = const(7000)
-XT_WINDOW_MS = const(1000)  # how close in time another lane's activity must be
+FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s
+XT_WINDOW_MS = const(1000)  # how close in time the neighbour's activity must be
 XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is load sharing
 XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
 XT_SHAKE_PCT = const(5)  # an adjacent lane leaks at most this share of its load into ours
