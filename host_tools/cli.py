@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _group_parser(parser: argparse.ArgumentParser, group: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions:  # argparse keeps subparsers here
+        if group in action.choices:
+            return action.choices[group]
+    return parser
+
+
 def _module(name: str):
     return importlib.import_module(name)
 
@@ -55,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     module_name = getattr(args, "_module", None)
     if module_name is None:
-        # `shelfctl` or `shelfctl trace` alone: show the relevant help
+        # `shelfctl` or `shelfctl trace` alone: the relevant help, and a usage exit code
         if args.group:
-            parser.parse_args([args.group, "--help"])
-        parser.print_help()
+            _group_parser(parser, args.group).print_help()
+        else:
+            parser.print_help()
         return 2
     try:
         return int(_module(module_name).run(args) or 0)

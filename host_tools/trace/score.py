@@ -481,10 +481,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             traces.append(read_trace(d))
         except (TraceError, OSError, UnicodeDecodeError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"shelfctl trace score: {e}", file=sys.stderr)
             return 2
 
-    from host_tools.trace.replay import replay  # the lead's module; imported only when needed
+    from host_tools.trace.replay import replay  # imported only when needed
 
     scores = [score_trace(t, replay(t, runtime=args.runtime)) for t in traces]
     pooled = aggregate(scores)

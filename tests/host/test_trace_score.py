@@ -381,7 +381,7 @@ def _parse(argv):
 def test_cli_bad_directory_exits_2(tmp_path, capsys):
     assert run(_parse([str(tmp_path / "missing")])) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and err.count("\n") == 1
+    assert err.startswith("shelfctl trace score: ") and err.count("\n") == 1
 
 
 def test_cli_scores_replayed_events(tmp_path, capsys, monkeypatch):
