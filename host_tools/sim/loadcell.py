@@ -102,6 +102,18 @@ class Environment:
     glitch_rate: tuple[float, float] = (0.0005, 0.01)
 
 
+def _eased(steps: list[tuple[float, float, float]], t: float) -> float:
+    """Sum of steps (t0, t1, grams) at time t, each eased in along a smoothstep."""
+    total = 0.0
+    for t0, t1, g in steps:
+        if t >= t1:
+            total += g
+        elif t > t0:
+            x = (t - t0) / (t1 - t0)
+            total += g * x * x * (3.0 - 2.0 * x)
+    return total
+
+
 def sinc(x: float) -> float:
     """Gain of a moving average over one window at x cycles per window."""
     if abs(x) < 1e-9:
@@ -271,20 +283,8 @@ class Episode:
 
     def forces(self, t: float) -> tuple[float, float]:
         """(contents, hand) in grams at time t, relative to before the episode."""
-        load = 0.0
-        for t0, t1, g in self.load_steps:
-            if t >= t1:
-                load += g
-            elif t > t0:
-                x = (t - t0) / (t1 - t0)
-                load += g * x * x * (3.0 - 2.0 * x)
-        hand = 0.0
-        for t0, t1, g in self.hand_steps:
-            if t >= t1:
-                hand += g
-            elif t > t0:
-                x = (t - t0) / (t1 - t0)
-                hand += g * x * x * (3.0 - 2.0 * x)
+        load = _eased(self.load_steps, t)
+        hand = _eased(self.hand_steps, t)
         for t0, t1, g, w, ph in self.wiggles:
             if t0 < t < t1:
                 taper = min(1.0, (t - t0) / 150.0, (t1 - t) / 150.0)
