@@ -269,3 +269,15 @@ def test_no_heap_allocation_per_sample():
     assert det.state(0) == 0 and det.state(2) == 0  # the shelf went busy and came back
     assert after == before, "allocated %d bytes in %d samples" % (after - before,
                                                                    len(stream) - warm)
+
+
+def test_recalibrated_lane_counts_with_its_new_planogram():
+    # The planogram changes (a new product on lane 0): after recalibrated() the detector
+    # counts in the new unit; offset() reports the lane's tracked zero.
+    cals, det, cc = shelf(1)
+    assert det.offset(0) == cals[0].offset
+    cals[0].set_planogram("SKU-NEW", 125)
+    det.recalibrated(0)
+    a = Lane(80, stock(6)).hold(3000)
+    pick(a).hold(3000)
+    assert counts(run(det, samples([a], cc, seed=73))) == [-2]
