@@ -63,6 +63,7 @@ XT_WINDOW_MS = const(1000)  # how close in time the neighbour's activity must be
 XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is load sharing
 XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
 XT_SHAKE_PCT = const(5)  # an adjacent lane leaks at most this share of its load into ours
+LEAK_PERMIL = const(25)  # ...and keeps at most 2.5 % of a load change it made (plate edges)
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
 
@@ -160,6 +161,8 @@ class ShelfDetector:
         self._t_act0 = _zeros(n)
         self._t_act1 = _zeros(n)
         self._peak = _zeros(n)  # largest |level - ref| in the current activity
+        self._dec_cg = _zeros(n)  # signed net change of the lane's last event (centigrams)
+        self._t_dec = _zeros(n)  # ...and when it was emitted
         self._off = _zeros(n)  # the lane's zero, following drift (raw counts)
         self._floor = _zeros(n)  # still-threshold floor (noise floor or share of an item)
         self._minchg = _zeros(n)  # smallest foreign change (counts)
@@ -169,6 +172,7 @@ class ShelfDetector:
                                  for k in range(MAX_ITEMS_PER_ACTION + 1)])
         self._later = None  # a second event decided together with the first
         self.resid = 0  # set by _fit
+        self.shared_items = 0  # set by _fit_shared
         self.tol = 0
         for i in range(n):
             self._calibrated(i, noise_g)
@@ -400,6 +404,49 @@ class ShelfDetector:
         self.resid = abs(total - items * unit)
         return items
 
+    def _fit_shared(self, lane, total, items):
+        # The change from the anchor is no whole number of items. If an adjacent lane has
+        # just made a big change, a share of it (plates share load at their edges, up to
+        # LEAK_PERMIL) may sit in ours: when that share alone cannot explain our change, the
+        # count nearest the change minus the smallest such leak is ours. Sets shared_items,
+        # resid and tol; True when one was found.
+        cal = self.lanes[lane]
+        unit = cal.unit_counts
+        if unit <= 0:
+            return False
+        t0 = self._t_act0[lane]
+        big = 0
+        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
+            if j < 0 or j >= self.n or self._seen[j] == 0:
+                continue
+            if tdiff(self._t_dec[j], t0) < -XT_WINDOW_MS:
+                continue  # j's change was decided well before ours began
+            if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
+                continue
+            d = abs(self._dec_cg[j])
+            if d > big:
+                big = d
+        if big == 0:
+            return False
+        # the largest leak in this lane's counts; centigrams -> counts via whole counts/gram
+        allow = big * LEAK_PERMIL // 1000 * self._cpg[lane] // 100 + K_TOL_NOISE * self._noise(
+            lane)
+        if cal.counts_per_kg < 0:
+            total = -total
+        if abs(total) <= allow:
+            return False  # the leak alone can explain it: load sharing, decided elsewhere
+        best = -1
+        for c in range(items - 1, items + 2):
+            leak = abs(total - c * unit)
+            if c != 0 and leak <= allow and (best < 0 or leak < best):
+                best = leak
+                self.shared_items = c
+        if best < 0:
+            return False
+        self.resid = best
+        self.tol = allow
+        return True
+
     def _plausible(self, lane, items):
         # No more items than one hand moves or the lane holds, and no taking what is not
         # there. The lane's zero may include the tray (a tare on the bare cell), so the load
@@ -526,11 +573,22 @@ class ShelfDetector:
             return None
         m = self.m
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
-        items = self._fit(lane, _rdiv(level - self._anchor[lane], m))
+        total = _rdiv(level - self._anchor[lane], m)
+        items = self._fit(lane, total)
+        shared = False
+        if self.resid > self.tol:
+            shared = self._fit_shared(lane, total, items)
+            if shared:
+                items = self.shared_items
         resid = self.resid
         tol = self.tol
         items -= self._acc[lane]  # new items, beyond those already reported
         noise = self._noise(lane)
+        if (shared and items != 0 and abs(dc) >= K_SIG_COUNT * noise
+                and self._plausible(lane, items)
+                and (items < 0 or patience or self._released(lane, dc))):
+            return self._emit(lane, t_ms, level, dc, items,
+                              self._confidence(lane, resid, tol) - 20)
         if items == 0:
             # Back where the counted items put it: nothing new (a touch, a bump, a hand that
             # came and went, a settling tail). Right after an event the item-weight spread
@@ -589,6 +647,8 @@ class ShelfDetector:
         self._paused[lane] = 0
         if items is not None:
             self._acc[lane] += items
+        self._dec_cg[lane] = cal.cg(dc)
+        self._t_dec[lane] = t_ms
         if conf < 1:
             conf = 1
         return Change(lane, t_ms, items, cal.cg(dc), before, after, conf, cal.sku)

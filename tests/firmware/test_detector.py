@@ -148,6 +148,22 @@ def test_crosstalk_from_a_heavy_neighbour_is_ignored():
     assert counts(events, 1) == []
 
 
+def test_small_pick_beside_a_heavy_pick_with_load_sharing():
+    # Lane 1 (18 g bars) shares 1 % of lane 0's load. Both are picked at once: lane 1 reads
+    # -18 g - 8.65 g = -26.65 g, about 1.5 bars, which only the neighbour's leak explains.
+    cals = [LaneCal(0, CPG, 865, "OIL"), LaneCal(500000, CPG, 18, "BAR")]
+    det = ShelfDetector(cals, 80)
+    a = Lane(80, 865 * 100 * 4).hold(2000)
+    b = Lane(80, 18 * 100 * 10).hold(2000)
+    pick(a, 1, unit_g=865).hold(5000)
+    b.hold(150)
+    pick(b, 1, unit_g=18, press=False)
+    b.ramp(-865 * 100 // 100, 200).hold(5000)
+    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=37))
+    assert counts(events, 0) == [-1]
+    assert counts(events, 1) == [-1]
+
+
 def test_bump_rings_every_lane_but_changes_nothing():
     cals, det, cc = shelf(3)
     lanes = []
