@@ -3,8 +3,8 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STUBS   := typings
-# command:package pairs the tests need from Debian (none yet for the sensing core)
-DEBS    :=
+# command:package pairs the tests need from Debian (the broker tests start their own mosquitto)
+DEBS    := mosquitto:mosquitto mosquitto_sub:mosquitto-clients openssl:openssl
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: setup test test-fast lint typecheck demo bench clean

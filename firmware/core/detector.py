@@ -201,6 +201,13 @@ class ShelfDetector:
     def state(self, lane):
         return self._state[lane]
 
+    def level(self, lane):
+        """The lane's smoothed reading (raw counts, mean over the boxcar), or None before the
+        boxcar has filled. Taken while the lane is STILL it is what tare and span want."""
+        if self._seen[lane] < self.m:
+            return None
+        return self._bsum[lane] // self.m
+
     # -- the per-sample path: integers and preallocated arrays only --------------------------
     def feed(self, lane, t_ms, raw):
         """One (glitch-filtered) reading; returns a Change or None."""
