@@ -31,8 +31,9 @@ def jittered(backoff_ms):
 
 
 class WifiSupervisor:
-    def __init__(self, wlan, ssid, password, progress=None):
+    def __init__(self, wlan, ssid, password, progress=None, join_timeout_ms=JOIN_TIMEOUT_MS):
         self.wlan = wlan
+        self.join_timeout_ms = join_timeout_ms
         self.ssid = ssid
         self.password = password
         self.up = asyncio.Event()  # set while joined
@@ -67,14 +68,14 @@ class WifiSupervisor:
             self.last_error = "connect: %s" % exc
             return False
         waited = 0
-        while waited < JOIN_TIMEOUT_MS:
+        while waited < self.join_timeout_ms:
             if self.connected():
                 return True
             self._progress()
             await asyncio.sleep_ms(POLL_MS)
             waited += POLL_MS
-        self.last_error = "no join within %d s (status %s)" % (JOIN_TIMEOUT_MS // 1000,
-                                                             wlan.status())
+        self.last_error = "no join within %d ms (status %s)" % (self.join_timeout_ms,
+                                                              wlan.status())
         try:
             wlan.disconnect()
         except OSError:

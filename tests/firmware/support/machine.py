@@ -82,6 +82,36 @@ class VirtualClock:
             self._isr_next = self.now + self._isr_period
 
 
+class RealtimeClock(VirtualClock):
+    """Virtual time that never falls behind the host's clock (CPython only): waiting is real,
+    pin operations still add their microsecond. For a runtime running in real time (asyncio,
+    a broker) on the fake board."""
+
+    def __init__(self, start_us=0):
+        import time
+
+        self._mono = time.monotonic
+        self._t0 = time.monotonic()
+        self._extra = 0
+        super().__init__(start_us)
+
+    @property
+    def now(self):
+        return int((self._mono() - self._t0) * 1000000) + self._extra
+
+    @now.setter
+    def now(self, value):
+        self._extra = value - int((self._mono() - self._t0) * 1000000)
+
+    def sleep_us(self, us):
+        import time
+
+        time.sleep(us / 1000000)
+
+    def sleep_ms(self, ms):
+        self.sleep_us(ms * 1000)
+
+
 class _Board:
     def __init__(self, clock):
         self.clock = clock
@@ -110,10 +140,11 @@ class _Board:
 _board = _Board(VirtualClock())
 
 
-def fake_reset(start_us=0):
-    """A fresh board (no wiring, IRQs enabled); returns its clock."""
+def fake_reset(start_us=0, realtime=False):
+    """A fresh board (no wiring, IRQs enabled); returns its clock. realtime: the clock
+    follows the host's (CPython only), for runtime tests that wait for real."""
     global _board
-    _board = _Board(VirtualClock(start_us))
+    _board = _Board(RealtimeClock(start_us) if realtime else VirtualClock(start_us))
     return _board.clock
 
 
@@ -181,3 +212,79 @@ def enable_irq(state):
     if clock.masking:
         clock.irq_enabled = bool(state)
     clock._service()
+
+
+# --- the rest of the board a runtime touches: watchdog, reset, identity, RTC memory ----------
+
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+_reset_cause = PWRON_RESET
+_rtc_memory = bytearray()
+_unique_id = b"\x24\x0a\xc4\x12\x34\x56"
+resets = []  # reset() calls, for tests (the fake does not restart anything)
+
+
+class BoardReset(Exception):
+    """Raised by reset(): on a board nothing after reset() runs; in a test the caller stops."""
+
+
+def reset():
+    resets.append("reset")
+    raise BoardReset("machine.reset()")
+
+
+def soft_reset():
+    resets.append("soft_reset")
+    raise BoardReset("machine.soft_reset()")
+
+
+def reset_cause():
+    return _reset_cause
+
+
+def unique_id():
+    return _unique_id
+
+
+def freq(hz=None):
+    return 240000000 if hz is None else None
+
+
+class RTC:
+    """RTC memory survives a reset but not a power cut (as on the ESP32)."""
+
+    def memory(self, data=None):
+        global _rtc_memory
+        if data is None:
+            return bytes(_rtc_memory)
+        _rtc_memory = bytearray(data)
+        return None
+
+
+class WDT:
+    """The hardware watchdog: feed() at least every `timeout` ms or the board resets.
+
+    The fake keeps the time of the last feed on the board's clock; expired() tells whether
+    a real watchdog would have fired by now. (A realtime test board may poll it and end the
+    process the way the real reset would.)"""
+
+    instances = []
+
+    def __init__(self, id=0, timeout=5000):
+        if timeout < 1:
+            raise ValueError("timeout must be >= 1 ms")
+        self.timeout = timeout
+        self.feeds = 0
+        self.last_feed_us = _board.clock.now
+        WDT.instances.append(self)
+
+    def feed(self):
+        self.feeds += 1
+        self.last_feed_us = _board.clock.now
+
+    def expired(self):
+        return _board.clock.now - self.last_feed_us > self.timeout * 1000
