@@ -3,8 +3,9 @@
 The firmware is written for MicroPython. `use_firmware()` makes CPython look enough like it
 for the firmware to import unchanged: a `micropython` module (for `const`), MicroPython's
 wrapping tick functions on `time` (`ticks_ms`, `ticks_us`, `ticks_diff`, `ticks_add`,
-`sleep_ms`, `sleep_us`) and `asyncio.sleep_ms`, then the firmware directory on `sys.path`, so
-`import core.detector` works on the host exactly as on the board. Only names CPython lacks are
+`sleep_ms`, `sleep_us`), `asyncio.sleep_ms` / `wait_for_ms` and `sys.print_exception`, then
+the firmware directory on `sys.path`, so `import core.detector` works on the host exactly as
+on the board. Only names CPython lacks are
 added; nothing existing is replaced.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import traceback
 import types
 from pathlib import Path
 
@@ -50,6 +52,12 @@ def _micropython_time_and_asyncio() -> None:
             setattr(time, name, fn)
     if not hasattr(asyncio, "sleep_ms"):
         asyncio.sleep_ms = lambda ms: asyncio.sleep(ms / 1000)  # type: ignore[attr-defined]
+    if not hasattr(asyncio, "wait_for_ms"):
+        asyncio.wait_for_ms = (  # type: ignore[attr-defined]
+            lambda aw, ms: asyncio.wait_for(aw, ms / 1000))
+    if not hasattr(sys, "print_exception"):
+        sys.print_exception = (  # type: ignore[attr-defined]
+            lambda exc, file=None: traceback.print_exception(exc, file=file or sys.stdout))
 
 
 def use_firmware(*extra: Path) -> Path:

@@ -190,9 +190,12 @@ class ShelfDetector:
             self._q[i] = 2 * m * max(1, cal.counts_from_g(noise_g))
 
     def recalibrated(self, lane):
-        """Call after the lane's LaneCal changed (tare, span, planogram)."""
+        """Call after the lane's LaneCal changed (tare, span, planogram). Levels are kept in
+        raw counts, so the lane goes on sensing without a new warm-up; items are counted
+        afresh from the last decided level (in the new unit)."""
         self._calibrated(lane)
-        self._seen[lane] = 0
+        self._acc[lane] = 0
+        self._anchor[lane] = self._ref[lane]
 
     def offset(self, lane):
         """The lane's zero as tracked through drift (raw counts)."""

@@ -23,7 +23,7 @@ def test_joins_reports_rssi_and_rejoins_after_the_access_point_returns():
     ticks = []
 
     async def scenario():
-        sup = WifiSupervisor(network.WLAN(network.STA_IF), "store-wifi", "secret",
+        sup = WifiSupervisor(network.WLAN(network.STA_IF), "store-wifi", "store-secret",
                              progress=lambda: ticks.append(1))
         task = asyncio.create_task(sup.run())
         await until(sup.up.is_set)
@@ -55,7 +55,7 @@ def test_wrong_password_is_retried_with_the_reason_kept():
         assert network.WLAN(network.STA_IF).status() == network.STAT_WRONG_PASSWORD
         await until(lambda: sup.last_error is not None)
         assert "status 202" in sup.last_error
-        sup.password = "secret"  # what a re-provisioning would fix
+        sup.password = "store-secret"  # what a re-provisioning would fix
         await until(sup.up.is_set, timeout_s=30)
         task.cancel()
 

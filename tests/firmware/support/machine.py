@@ -82,31 +82,72 @@ class VirtualClock:
             self._isr_next = self.now + self._isr_period
 
 
+def _host_us():
+    # Microseconds from the host, never wrapping: CPython's monotonic clock, or MicroPython's
+    # ticks_us (wraps at 2**30) unwrapped by counting the wraps between calls.
+    import time
+
+    if hasattr(time, "monotonic"):
+        return lambda: int(time.monotonic() * 1000000)
+    state = [time.ticks_us(), 0]
+
+    def now():
+        t = time.ticks_us()
+        state[1] += time.ticks_diff(t, state[0])
+        state[0] = t
+        return state[1]
+
+    return now
+
+
 class RealtimeClock(VirtualClock):
-    """Virtual time that never falls behind the host's clock (CPython only): waiting is real,
-    pin operations still add their microsecond. For a runtime running in real time (asyncio,
-    a broker) on the fake board."""
+    """Virtual time that keeps up with the host's clock: waiting is real, pin operations still
+    add their microsecond. For a runtime running in real time (asyncio, a broker) on the fake
+    board, in CPython or in the MicroPython VM.
+
+    While interrupts are masked the host's time does not count: on an ESP32 a masked clock
+    pulse lasts a microsecond or two, but a host (the VM above all) can spend tens of
+    microseconds between two pin calls, which the fake chip would take for a power-down."""
 
     def __init__(self, start_us=0):
-        import time
-
-        self._mono = time.monotonic
-        self._t0 = time.monotonic()
+        self._host = _host_us()
+        self._t0 = self._host()
         self._extra = 0
+        self._frozen_at = None  # host time when interrupts were masked
         super().__init__(start_us)
+
+    def _host_now(self):
+        if self._frozen_at is not None:
+            return self._frozen_at
+        return self._host() - self._t0
 
     @property
     def now(self):
-        return int((self._mono() - self._t0) * 1000000) + self._extra
+        return self._host_now() + self._extra
 
     @now.setter
     def now(self, value):
-        self._extra = value - int((self._mono() - self._t0) * 1000000)
+        self._extra = value - self._host_now()
+
+    @property
+    def irq_enabled(self):
+        return self._frozen_at is None
+
+    @irq_enabled.setter
+    def irq_enabled(self, on):
+        if on and self._frozen_at is not None:
+            # the masked stretch took no virtual time beyond its pin operations
+            self._extra -= (self._host() - self._t0) - self._frozen_at
+            self._frozen_at = None
+        elif not on and self._frozen_at is None:
+            self._frozen_at = self._host() - self._t0
 
     def sleep_us(self, us):
         import time
 
-        time.sleep(us / 1000000)
+        end = self.now + us
+        while self.now < end:  # a busy wait, as time.sleep_us is on a board
+            time.sleep_us(1) if hasattr(time, "sleep_us") else time.sleep(us / 1000000)
 
     def sleep_ms(self, ms):
         self.sleep_us(ms * 1000)

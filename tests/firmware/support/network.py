@@ -21,7 +21,7 @@ class _Station:
     def __init__(self):
         self.ap_up = True
         self.ssid = "store-wifi"
-        self.password = "secret"
+        self.password = "store-secret"
         self.rssi = -58
         self.join_ms = 300
         self.joins = 0
