@@ -7,7 +7,10 @@ Not a test: it measures and reports, it asserts nothing. In one run:
    exactly as traces/FORMAT.md says, for both detectors;
 2. the detector's cost inside the MicroPython 1.29 VM in us per lane-sample, next to a plain
    reference loop timed in the same VM run, and heap allocated per sample;
-3. gc.mem_alloc() of a 6-lane shelf (glitch filter + detector) after warm-up, in the VM.
+3. gc.mem_alloc() of a 6-lane shelf (glitch filter + detector) after warm-up, in the VM;
+4. the runtime (bench/runtime.py): outbox replay rate to a real mosquitto after a 60 s
+   outage, the device's MQTT window against stop-and-wait; the whole controller's steady heap
+   (6-lane shelf, MQTT client, outbox, every task) in the VM.
 
 Prints a table, then one JSON document (also written to --json-out).
 """
@@ -214,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--json-out", default="bench-results.json")
     ap.add_argument("--no-vm", action="store_true", help="skip the VM measurements")
+    ap.add_argument("--no-runtime", action="store_true",
+                    help="skip the runtime measurements (mosquitto, whole device in the VM)")
     args = ap.parse_args(argv)
     t0 = time.time()
     report: dict = {"seed": args.seed}
@@ -248,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_vm:
         report["vm_cost_per_lane_sample"] = vm_cost(args.seed)
         report["vm_heap_6_lanes"] = vm_heap()
+    if not args.no_runtime:
+        from bench.runtime import device_heap_vm, outbox_replay
+
+        report["outbox_replay"] = outbox_replay()
+        if not args.no_vm:
+            report["device_heap_vm"] = device_heap_vm()
     report["seconds"] = round(time.time() - t0, 1)
 
     print(table(metrics))
@@ -264,6 +275,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, m in report["vm_cost_per_lane_sample"].items():
             print(f"VM {name}: {m}")
         print(f"VM heap: {report['vm_heap_6_lanes']}")
+    replay = report.get("outbox_replay")
+    if replay and "error" not in replay:
+        for key in ("device_window_8", "stop_and_wait_window_1"):
+            r = replay[key]
+            print(f"outbox replay, {key}: {r['events_per_s']} events/s "
+                  f"({r['backlog_events']} in {r['seconds']} s, {r['left_unsent']} left)")
+        print(f"outbox replay target {replay['target']}: "
+              f"{'met' if replay['met'] else 'NOT met'}")
+    elif replay:
+        print(f"outbox replay: {replay['error']}")
+    heap = report.get("device_heap_vm")
+    if heap and "error" not in heap:
+        print(f"device heap in the VM: runtime objects {heap['runtime_objects_bytes']} B "
+              f"({'met' if heap['met'] else 'NOT met'}: {heap['target']}), firmware modules "
+              f"{heap['firmware_modules_bytes']} B, total {heap['firmware_total_bytes']} B")
     print()
     text = json.dumps(report, indent=1, default=str)
     print(text)

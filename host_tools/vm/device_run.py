@@ -48,7 +48,7 @@ def source_for(lane):
 
 for i in range(SPEC["lanes"]):
     FakeHX711(board["hx711"]["sck"], board["hx711"]["dout"][i], source_for(i),
-              sps=SPEC["sps"], settle=1)
+              sps=SPEC["sps"], settle=1, history=8)
 broker = LoopbackBroker()
 gc.collect()
 harness = gc.mem_alloc()

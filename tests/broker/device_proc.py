@@ -85,7 +85,8 @@ def main() -> None:
             g = load.at(time.monotonic()) + rng.gauss(0, noise)
             return max(-8388608, min(8388607, int(offset + g * cpg)))
 
-        FakeHX711(sck, dout, source, sps=config.get("sps", 10), settle=1)
+        FakeHX711(sck, dout, source, sps=config.get("sps", 10), settle=1,
+                  history=8)
 
     def control() -> None:
         for line in sys.stdin:

@@ -59,7 +59,7 @@ def by_gain(a128, b32, a64):
 
 class FakeHX711:
     def __init__(self, sck, dout, source=None, sps=10, period_us=None, phase_us=None,
-                 settle=3, settle_error=50000):
+                 settle=3, settle_error=50000, history=None):
         self.period_us = period_us or (12500 if sps == 80 else 100000)
         self.source = source or constant(0)
         self.settle = settle
@@ -84,6 +84,7 @@ class FakeHX711:
         self.ignored_edges = 0
         self.frames = []  # pulses seen per conversion frame, in order
         self.values = []  # (gain, value) of each conversion, as shifted out
+        self.history = history  # keep only this many of each (long runs); None: all
         self.max_high_us = 0
         self.long_highs = 0
         self.power_downs = 0
@@ -190,10 +191,14 @@ class FakeHX711:
         self._ready = True
         self.conversions += 1
         self.values.append((self.gain, v))
+        if self.history is not None and len(self.values) > self.history:
+            self.values.pop(0)
 
     def _close_frame(self):
         if self._bits:
             self.frames.append(self._bits)
+            if self.history is not None and len(self.frames) > self.history:
+                self.frames.pop(0)
         self._bits = 0
 
     def _power_up(self, now):
