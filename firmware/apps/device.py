@@ -126,7 +126,8 @@ class Device(Handler):
             self._make_shelf(parts)
         self.commands = Commands(self)
         broker = data["broker"]
-        transport = parts.transport or self._transport(broker)
+        self._transport_inner = parts.transport or self._transport(broker)
+        transport = self._open_over_link
         offline = json.dumps({"state": "offline", "device": self.device_id}).encode()
         self.mqtt = MQTTClient(
             transport, self.device_id, keepalive=broker["keepalive_s"],
@@ -135,6 +136,13 @@ class Device(Handler):
             window=8, on_message=self._on_message, on_puback=self._on_puback,
             on_connect=self._on_connect)
         self.tele = Telemetry(self.lanes, time.ticks_ms)
+
+    async def _open_over_link(self):
+        # The broker is only reachable over a joined WiFi link; failing fast here keeps the
+        # MQTT client in its backoff instead of waiting out a TCP timeout.
+        if not self._link_up():
+            raise OSError("WiFi not joined")
+        return await self._transport_inner.open()
 
     # ---- construction ------------------------------------------------------------------
 
@@ -414,6 +422,23 @@ class Device(Handler):
         wifi = getattr(self, "wifi", None)
         return wifi is None or wifi.up.is_set()
 
+    async def _link_task(self, tick):
+        # A lost WiFi link takes the broker connection with it (on a board the socket is dead
+        # anyway): drop it as a crash would, so unacked publishes stay queued and the broker
+        # publishes the will. When the link is back, connect at once instead of waiting out
+        # the client's backoff.
+        up = False
+        while True:
+            tick()
+            now_up = self._link_up()
+            if now_up and not up:
+                await self.mqtt.stop(disconnect=False)
+                self.mqtt.start()
+            elif up and not now_up:
+                await self.mqtt.stop(disconnect=False)
+            up = now_up
+            await asyncio.sleep_ms(250)
+
     # ---- running ---------------------------------------------------------------------------
 
     async def main(self):
@@ -433,10 +458,10 @@ class Device(Handler):
             tick = wd.register("sampler", 3000)
             tasks.append(_guarded("sampler", lambda: sampler.run(tick)))
         for name, fn in (("publisher", self._publisher), ("commands", self._command_task),
-                         ("telemetry", self._telemetry_task), ("clock", self._clock_task)):
+                         ("telemetry", self._telemetry_task), ("clock", self._clock_task),
+                         ("link", self._link_task)):
             tasks.append(_guarded(name, _bind(fn, wd.register(name, 30000))))
         tasks.append(wd.run())
-        self.mqtt.start()
         await asyncio.gather(*tasks)
 
 

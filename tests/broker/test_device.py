@@ -292,3 +292,64 @@ def test_an_invalid_config_is_reported_not_crash_looped(broker, subscribers, dev
     time.sleep(2)
     assert dev.proc is not None and dev.proc.poll() is None  # idling, not restarting
     assert "config error:" in dev.console()
+
+
+def test_wifi_loss_keeps_events_and_the_status_follows(broker, subscribers, device_factory):
+    sub = subscribers(broker, BASE + "/#", client_id="observer-4", persistent=True)
+    dev = device_factory(shelf_config(broker)).start()
+    wait_for(lambda: any(s.get("state") == "online" for s in status(sub)), 30, "online", dev)
+    time.sleep(2.5)
+    picks_every(dev, 2)
+    dev.send("wifi down")  # the access point goes away: the TCP connection with it
+    wait_for(lambda: status(sub)[-1].get("state") == "offline", 20, "the will", dev)
+    picks_every(dev, 4)  # sold while offline: stored on flash
+    time.sleep(1.5)
+    assert len(events(sub)) == 2
+    dev.send("wifi up")
+    wait_for(lambda: len(unique_by_seq(events(sub))) >= 6, 30, "the stored events", dev)
+    got = unique_by_seq(events(sub))
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    assert [got[s]["lane"] for s in sorted(got)] == [0, 1, 0, 1, 2, 0]
+    # The retained status is right again: a newcomer sees the device online.
+    wait_for(lambda: status(sub)[-1].get("state") == "online", 20, "online again", dev)
+    late = subscribers(broker, BASE + "/status")
+    wait_for(lambda: late.messages, 10, "the retained status")
+    assert late.messages[0].retain and json.loads(late.messages[0].payload)["state"] == "online"
+
+
+def test_a_flood_of_malformed_commands_is_answered_and_sampling_goes_on(
+        broker, subscribers, device_factory):
+    import random
+
+    sub = subscribers(broker, BASE + "/#", client_id="observer-5", persistent=True)
+    dev = device_factory(shelf_config(broker)).start()
+    wait_for(lambda: any(s.get("state") == "online" for s in status(sub)), 30, "online", dev)
+    time.sleep(2.5)
+    rng = random.Random(5)
+    shapes = [
+        lambda i: {"id": f"f{i}", "cmd": rng.choice(["tare", "calibrate", "planogram"]),
+                   "lane": rng.choice([-1, 3, 99, "0", True, 1.5])},
+        lambda i: {"id": f"f{i}", "cmd": "calibrate", "lane": 0,
+                   "grams": rng.choice([0, -5, "1000", None, 1e12])},
+        lambda i: {"id": f"f{i}", "cmd": rng.choice(["", "TARE", "rm -rf", "x" * 300])},
+        lambda i: {"id": f"f{i}", "cmd": "telemetry", "period_s": rng.choice([0, -1, "5", 1e9])},
+        lambda i: {"id": f"f{i}", "cmd": "planogram", "lane": 1, "sku": "",
+                   "unit_g": 10, "capacity": 1},
+        lambda i: {"id": f"f{i}", "cmd": "status", "extra": rng.random()},
+    ]
+    n = 120
+    ids = [f"f{i}" for i in range(n)]
+    dev.pick(0)
+    for i in range(n):  # a few in flight at a time, as a real operator's tool would send
+        send_command(broker, json.dumps(shapes[i % len(shapes)](i)))
+        if i % 6 == 5:
+            wait_for(lambda i=i: f"f{i}" in acks(sub), 20, f"the ack of f{i}", dev)
+        if i == n // 2:
+            dev.pick(2)
+    wait_for(lambda: all(c in acks(sub) for c in ids), 30, "every ack", dev)
+    got = acks(sub)
+    accepted = [c for c in ids if got[c]["ok"] is not False or not got[c]["error"]]
+    assert accepted == [], [got[c] for c in accepted]
+    wait_for(lambda: len(events(sub)) >= 2, 20, "both picks", dev)
+    assert [(e["lane"], e["count"]) for e in events(sub)] == [(0, -1), (2, -1)]
+    assert dev.proc is not None and dev.proc.poll() is None
