@@ -237,7 +237,7 @@ def test_commands_round_trip_and_persist_across_a_reboot(broker, subscribers, de
     time.sleep(2.5)
     st = command(broker, sub, dev, "s1", {"cmd": "status"})
     assert st["ok"] and st["result"]["device"] == DEVICE
-    assert [round(lane["grams"]) for lane in st["result"]["lanes"]] == [2500] * 3
+    assert all(abs(lane["grams"] - 2500) < 2 for lane in st["result"]["lanes"]), st
     # Lane 2 gets a new product: 125 g packs; lane 0 is tared (its stock counts as tray).
     ack = command(broker, sub, dev, "p1", {"cmd": "planogram", "lane": 2, "sku": "TEA-125",
                                            "unit_g": 125, "capacity": 40})
@@ -269,7 +269,7 @@ def test_commands_round_trip_and_persist_across_a_reboot(broker, subscribers, de
     time.sleep(2.5)
     st = command(broker, sub, dev, "s2", {"cmd": "status"})["result"]
     assert st["boot"] == 2
-    assert round(st["lanes"][0]["grams"]) == 0  # tared with its stock on it
+    assert abs(st["lanes"][0]["grams"]) < 2  # tared with its stock on it
     assert st["lanes"][2]["sku"] == "TEA-125"
     dev.send(f"load 0 {UNIT_G} 400")  # one more item on the tared lane
     wait_for(lambda: len(events(sub)) >= 2, 20, "a put-back after the reboot", dev)
