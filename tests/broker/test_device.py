@@ -353,3 +353,35 @@ def test_a_flood_of_malformed_commands_is_answered_and_sampling_goes_on(
     wait_for(lambda: len(events(sub)) >= 2, 20, "both picks", dev)
     assert [(e["lane"], e["count"]) for e in events(sub)] == [(0, -1), (2, -1)]
     assert dev.proc is not None and dev.proc.poll() is None
+
+
+def test_tls_and_per_device_credentials(make_broker, certs, subscribers, device_factory):
+    users = {DEVICE: "shelf-e2e-password", "observer": "observer-password"}
+    broker = make_broker(users=users, certs=certs)
+    cfg = shelf_config(broker)
+    cfg["broker"].update({"username": DEVICE, "password": users[DEVICE], "ca_file": "ca.pem"})
+    assert cfg["broker"]["url"].startswith("mqtts://")
+    dev = device_factory(cfg)
+    (dev.flash / "ca.pem").write_bytes(certs.ca.read_bytes())  # provisioning puts it there
+    sub = subscribers(broker, BASE + "/#")  # logs in as the first user: the device's own
+    dev.start()
+    wait_for(lambda: any(s.get("state") == "online" for s in status(sub)), 30, "online", dev)
+    time.sleep(2.5)
+    dev.pick(1)
+    wait_for(lambda: events(sub), 20, "the pick over TLS", dev)
+    assert [(e["lane"], e["count"]) for e in events(sub)] == [(1, -1)]
+    assert f"u'{DEVICE}'" in broker.log_text()  # logged in with its own user name
+
+
+def test_wrong_credentials_are_refused_and_retried_not_fatal(make_broker, certs,
+                                                              device_factory):
+    broker = make_broker(users={DEVICE: "right-password"}, certs=certs)
+    cfg = shelf_config(broker)
+    cfg["broker"].update({"username": DEVICE, "password": "wrong-password",
+                          "ca_file": "ca.pem"})
+    dev = device_factory(cfg)
+    (dev.flash / "ca.pem").write_bytes(certs.ca.read_bytes())
+    dev.start()
+    wait_for(lambda: broker.log_text().count("not authorised") >= 2, 30,
+             "two refused attempts", dev)
+    assert dev.proc is not None and dev.proc.poll() is None  # still sampling, still retrying
