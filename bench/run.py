@@ -287,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"outbox replay: {replay['error']}")
     heap = report.get("device_heap_vm")
     if heap and "error" not in heap:
-        print(f"device heap in the VM: runtime objects {heap['runtime_objects_bytes']} B "
-              f"({'met' if heap['met'] else 'NOT met'}: {heap['target']}), firmware modules "
-              f"{heap['firmware_modules_bytes']} B, total {heap['firmware_total_bytes']} B")
+        print(f"device heap in the VM: {heap['firmware_steady_bytes']} B steady "
+              f"({'met' if heap['met'] else 'NOT met'}: {heap['target']}); module code at "
+              f"import {heap['modules_at_import_bytes']} B")
     print()
     text = json.dumps(report, indent=1, default=str)
     print(text)

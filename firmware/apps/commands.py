@@ -12,7 +12,7 @@ import json
 
 from micropython import const
 
-from apps.config import (CAPACITY, MAX_GRAMS, SKU, TELEMETRY_MAX_S, TELEMETRY_MIN_S,
+from apps.fields import (CAPACITY, MAX_GRAMS, SKU, TELEMETRY_MAX_S, TELEMETRY_MIN_S,
                          UNIT_G)
 from apps.schema import Dict, Float, Int, Str, Value, printable, show, validate
 

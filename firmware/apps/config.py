@@ -11,6 +11,8 @@ import os
 
 from micropython import const
 
+from apps.fields import (CAPACITY, MAX_GRAMS, SKU, SKU_CHARS, TELEMETRY_MAX_S,  # noqa: F401
+                         TELEMETRY_MIN_S, UNIT_G)
 from apps.schema import Dict, Float, Int, List, Str, add_error, join, printable, show, validate
 from core.lane import LaneCal
 
@@ -20,9 +22,6 @@ MAX_FILE_BYTES = const(16384)  # read at most this much: a bigger file is an err
 MAX_LANES = const(8)
 RAW_MIN = const(-8388608)  # HX711 conversions are 24-bit two's complement
 RAW_MAX = const(8388607)
-MAX_GRAMS = 100000  # 100 kg: more than any shelf lane carries
-TELEMETRY_MIN_S = const(5)
-TELEMETRY_MAX_S = const(3600)
 
 ROLES = ("shelf", "gate")
 CHIPS = ("esp32", "esp32s3", "virtual")
@@ -34,7 +33,6 @@ _LOWER = "abcdefghijklmnopqrstuvwxyz"
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _DIGITS = "0123456789"
 ID_CHARS = _LOWER + _DIGITS + "-"  # safe in MQTT topics and file names
-SKU_CHARS = _UPPER + _LOWER + _DIGITS + "-_.:"
 HOST_CHARS = _LOWER + _UPPER + _DIGITS + "-."
 PREFIX_CHARS = _LOWER + _DIGITS + "-_/"
 FILE_CHARS = _LOWER + _UPPER + _DIGITS + "-_./"
@@ -144,14 +142,11 @@ def _cpg_check(v, path, errors):
 
 
 # -- schemas -----------------------------------------------------------------------------------
-# The lane fields are shared with the planogram command (apps.commands).
+# The planogram fields (SKU, UNIT_G, CAPACITY) live in apps.fields, shared with the commands.
 GAIN = Int("gain", default=128, choices=GAINS)
 OFFSET = Int("offset", default=0, min=RAW_MIN, max=RAW_MAX)
 COUNTS_PER_GRAM = Float("counts_per_gram", nonzero=True, min=-1000000, max=1000000,
                         check=_cpg_check)
-SKU = Str("sku", min_len=1, max_len=32, chars=SKU_CHARS, chars_desc="A-Z a-z 0-9 - _ . :")
-UNIT_G = Float("unit_g", gt=0, max=MAX_GRAMS)
-CAPACITY = Int("capacity", default=0, min=0, max=10000)
 LANE = Dict(None, GAIN, OFFSET, COUNTS_PER_GRAM, SKU, UNIT_G, CAPACITY,
             Dict("pins", Int("dout", min=0, max=_MAX_PIN), optional=True))
 

@@ -21,7 +21,6 @@ import time
 
 from apps import safemode
 from apps.commands import CommandError, Commands, Handler, encode_ack
-from apps.config import load as load_config
 from apps.telemetry import Telemetry
 from apps.version import VERSION
 from apps.watchdog import Watchdog
@@ -29,6 +28,7 @@ from core import event
 from core.detector import STILL
 from core.outbox import Outbox
 
+CONFIG_FILE = "config.json"
 OUTBOX_DIR = "outbox"
 BOOT_FILE = "boot.count"
 CRASH_LOG = "crash.log"
@@ -97,12 +97,14 @@ class Parts:
 
 class Device(Handler):
     def __init__(self, cfg, parts):
+        """cfg: a valid apps.config.Config. The device keeps plain copies of what it needs
+        (not the Config), so the config schema can leave the heap after boot (see boot())."""
         from net.clock import Clock
         from net.mqtt import MQTTClient
 
         data = cfg.data
-        self.cfg = cfg
         self.data = data
+        self.raw = cfg.raw  # config.json as written by provisioning: what persisting rewrites
         self.parts = parts
         self.device_id = data["device"]
         self.role = data["role"]
@@ -123,7 +125,7 @@ class Device(Handler):
         self.lanes = 0
         self.sampler = None
         if self.role == "shelf":
-            self._make_shelf(parts)
+            self._make_shelf(parts, cfg)
         self.commands = Commands(self)
         broker = data["broker"]
         self._transport_inner = parts.transport or self._transport(broker)
@@ -151,15 +153,15 @@ class Device(Handler):
 
         return Transport.from_url(broker["url"], cafile=broker.get("ca_file"))
 
-    def _make_shelf(self, parts):
+    def _make_shelf(self, parts, cfg):
         from apps.sampler import Sampler
 
-        cals = self.cfg.lane_cals()
+        cals = cfg.lane_cals()
         bank = parts.bank
         if bank is None:
             from drivers.hx711 import HX711Bank
 
-            sck, douts, gain = self.cfg.hx711()
+            sck, douts, gain = cfg.hx711()
             bank = HX711Bank(sck, douts, gain)
         self.cals = cals
         self.lanes = len(cals)
@@ -311,35 +313,47 @@ class Device(Handler):
         return range(self.lanes) if lane is None else (lane,)
 
     def _persist(self, lane):
-        self.cfg.set_lane_cal(lane, self.cals[lane])
+        # Calibration and planogram go into config.json (validated by the command's schema,
+        # so the raw lane stays valid) and the detector picks them up at once.
+        cal = self.cals[lane]
+        for raw in (self.raw["lanes"][lane], self.data["lanes"][lane]):
+            raw["offset"] = cal.offset
+            raw["counts_per_gram"] = cal.counts_per_gram
+            raw["unit_g"] = cal.unit_g
+            raw["sku"] = cal.sku
+            raw["capacity"] = cal.capacity
         self._shelf().detector.recalibrated(lane)
+
+    def _save(self):
+        save_json(CONFIG_FILE, self.raw)
 
     def tare(self, lane):
         levels = [(i, self._still_level(i)) for i in self._lanes_of(lane)]
         for i, level in levels:
             self.cals[i].tare(level)
             self._persist(i)
-        self.cfg.save()
+        self._save()
         return {"lanes": [{"lane": i, "offset": self.cals[i].offset} for i, _ in levels]}
 
     def calibrate(self, lane, grams):
         level = self._still_level(lane)
         self.cals[lane].span(level, grams)
         self._persist(lane)
-        self.cfg.save()
+        self._save()
         return {"lane": lane, "counts_per_gram": self.cals[lane].counts_per_gram}
 
     def planogram(self, lane, sku, unit_g, capacity):
         self._shelf()
         self.cals[lane].set_planogram(sku, unit_g, capacity)
         self._persist(lane)
-        self.cfg.save()
+        self._save()
         return {"lane": lane, "sku": sku, "unit_g": unit_g, "capacity": capacity}
 
     def telemetry(self, period_s):
         self.telemetry_s = period_s
-        self.cfg.set_telemetry(period_s)
-        self.cfg.save()
+        self.raw["telemetry_s"] = period_s
+        self.data["telemetry_s"] = period_s
+        self._save()
         return {"period_s": period_s}
 
     def status(self):
@@ -520,16 +534,53 @@ async def fault_status(cfg, parts):
         return False
 
 
-async def start(parts=None):
-    """Load the config and run the device; with an invalid config, report and idle."""
+def save_json(path, data):
+    """Write JSON atomically: a power cut leaves the old file or the new one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data))
+    os.rename(tmp, path)
+
+
+def _forget(name):
+    # Drop a module from the heap: out of sys.modules and out of its package.
+    sys.modules.pop(name, None)
+    pkg, _, attr = name.rpartition(".")
+    parent = sys.modules.get(pkg)
+    if parent is not None and attr in dir(parent):
+        try:
+            delattr(parent, attr)
+        except (AttributeError, TypeError):
+            pass
+
+
+async def boot(parts=None):
+    """Load and check the config, build the device, and drop the config schema from the heap
+    (some 30 KB of code a running device never needs again). With an invalid config: report
+    it (console, retained fault status) and idle for good."""
+    from apps import config
+
     parts = parts or Parts()
-    cfg = load_config()
+    cfg = config.load()
     if not cfg.ok:
         print_config_errors(cfg)
         await fault_status(cfg, parts)
         while True:  # idle, REPL reachable with Ctrl-C; the fault is reported
             await asyncio.sleep_ms(60000)
-    await Device(cfg, parts).main()
+    dev = Device(cfg, parts)
+    cfg = None
+    config = None
+    _forget("apps.config")
+    import gc
+
+    gc.collect()
+    return dev
+
+
+async def start(parts=None):
+    """Boot and run the device."""
+    dev = await boot(parts)
+    await dev.main()
 
 
 def _crashes(rtc, n=None):

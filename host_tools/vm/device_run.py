@@ -13,8 +13,11 @@ the real VM) and by `make bench` (its steady heap).
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 from host_tools.firmware import REPO
+from host_tools.mpy import compile_tree
 from host_tools.vm import run_micropython
 
 SUPPORT = REPO / "tests" / "firmware" / "support"
@@ -24,8 +27,19 @@ CPG = 420
 
 _SCRIPT = r"""
 import gc, json, time, asyncio
-gc.collect()
-base = gc.mem_alloc()
+
+def _deep(n):
+    x = [0] * 8
+    return _deep(n - 1) + 1 if n else len(x)
+
+def settle():
+    # gc is conservative: overwrite stale pointers on the stack first, then collect
+    _deep(12)
+    gc.collect()
+    gc.collect()
+    return gc.mem_alloc()
+
+base = settle()
 import machine, network
 from fake_hx711 import FakeHX711
 from loopback_broker import LoopbackBroker
@@ -50,29 +64,28 @@ for i in range(SPEC["lanes"]):
     FakeHX711(board["hx711"]["sck"], board["hx711"]["dout"][i], source_for(i),
               sps=SPEC["sps"], settle=1, history=8)
 broker = LoopbackBroker()
-gc.collect()
-harness = gc.mem_alloc()
+harness = settle()
 from apps import device
-from apps.config import load
-gc.collect()
-imported = gc.mem_alloc()
+# every module a running shelf uses (the config schema is loaded and dropped by boot())
+import apps.sampler, net.mqtt, net.transport, net.clock, net.wifi, drivers.hx711
+imported = settle()
 
 async def sntp(clock, host):
     clock.set_utc_ms(1795600000000)
     return True
 
 parts = device.Parts(wlan=network.WLAN(network.STA_IF), transport=broker, sntp=sntp)
-dev = device.Device(load(), parts)
+dev = await device.boot(parts)
+booted = settle()
 task = asyncio.create_task(dev.main())
 await asyncio.sleep_ms(int(SPEC["seconds"] * 1000))
-gc.collect()
-steady = gc.mem_alloc()
+steady = settle()
 free = gc.mem_free()
 events = [p.decode() for t, p, q, r in broker.published if t.endswith("/event")]
 status = [p.decode() for t, p, q, r in broker.published if t.endswith("/status")]
 print("@@device " + json.dumps({
-    "heap": {"base": base, "harness": harness, "imported": imported, "steady": steady,
-             "free": free},
+    "heap": {"base": base, "harness": harness, "imported": imported, "booted": booted,
+             "steady": steady, "free": free},
     "events": events, "status": status, "connects": broker.connects,
     "samples": [dev.sampler.samples[i] for i in range(dev.lanes)],
     "outbox_depth": dev.outbox.depth}))
@@ -93,8 +106,9 @@ def shelf_config(lanes: int, sps: int) -> dict:
 
 def run_device_in_vm(lanes: int = 6, seconds: float = 8.0, sps: int = 10,
                      picks: list[tuple[float, int]] | None = None, heap_kb: int = 192,
-                     timeout_s: float = 300.0) -> dict:
-    """Run the device for `seconds` (real time) in a fresh VM; picks: (time s, lane)."""
+                     timeout_s: float = 300.0, mpy: bool = False) -> dict:
+    """Run the device for `seconds` (real time) in a fresh VM; picks: (time s, lane).
+    mpy: run the firmware compiled by mpy-cross, as deployed, instead of its source."""
     spec = {"lanes": lanes, "seconds": seconds, "sps": sps, "picks": picks or [],
             "start_g": 10 * UNIT_G, "unit_g": UNIT_G, "cpg": CPG}
     script = _SCRIPT.replace("SPEC_JSON", repr(json.dumps(spec)))
@@ -102,8 +116,13 @@ def run_device_in_vm(lanes: int = 6, seconds: float = 8.0, sps: int = 10,
         "/config.json": json.dumps(shelf_config(lanes, sps)),
         "/board.json": BOARD.read_text(),
     }
-    result = run_micropython(script, mounts={"/lib": SUPPORT}, files=files, heap_kb=heap_kb,
-                             timeout_s=timeout_s, async_=True).check()
+    with tempfile.TemporaryDirectory() as tmp:
+        mounts = {"/lib": SUPPORT}
+        if mpy:
+            compile_tree(Path(tmp))
+            mounts = {"/": Path(tmp), "/lib": SUPPORT}
+        result = run_micropython(script, mounts=mounts, files=files, heap_kb=heap_kb,
+                                 timeout_s=timeout_s, async_=True, firmware=not mpy).check()
     for line in result.stdout.splitlines():
         if line.startswith("@@device "):
             out = json.loads(line[len("@@device "):])

