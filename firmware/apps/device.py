@@ -33,7 +33,7 @@ OUTBOX_DIR = "outbox"
 BOOT_FILE = "boot.count"
 CRASH_LOG = "crash.log"
 CRASH_LOG_MAX = 2048
-SEGMENT_BYTES = 4096
+SEGMENT_BYTES = 4096  # at most; a small budget gets a quarter of itself per segment
 LIVE_SLOTS = 2  # of the MQTT window, kept for live events while a backlog replays
 CMD_QUEUE_MAX = 8
 HEALTHY_S = 300  # up this long without a crash: the crash backoff starts over
@@ -111,8 +111,9 @@ class Device(Handler):
         self.topic = topics(data)
         self.boot = next_boot()
         self.clock = Clock()
-        self.outbox = Outbox(OUTBOX_DIR, budget_bytes=data["outbox"]["budget_kb"] * 1024,
-                             segment_bytes=SEGMENT_BYTES)
+        budget = data["outbox"]["budget_kb"] * 1024
+        self.outbox = Outbox(OUTBOX_DIR, budget_bytes=budget,
+                             segment_bytes=min(SEGMENT_BYTES, budget // 4))
         self.watchdog = Watchdog(None)
         self.telemetry_s = data["telemetry_s"]
         self._wake = asyncio.Event()  # new records to send, or a slot came free
@@ -122,6 +123,7 @@ class Device(Handler):
         self._sent_back = 0
         self._live_from = 0  # first seq made after this boot's first connect (0: none yet)
         self._dropped_seen = self.outbox.dropped
+        self._reporting_drop = False
         self.lanes = 0
         self.sampler = None
         if self.role == "shelf":
@@ -180,10 +182,16 @@ class Device(Handler):
         except (OSError, ValueError) as exc:  # flash full or failing: say so, keep sampling
             print("outbox:", exc)
             return
-        if self.outbox.dropped != self._dropped_seen:
+        if self.outbox.dropped != self._dropped_seen and not self._reporting_drop:
+            # Report it as an event of its own (which may itself push out another old one:
+            # that is counted in the next report, not reported from within this one).
             lost = self.outbox.dropped - self._dropped_seen
-            self._dropped_seen = self.outbox.dropped
-            self.fault("outbox_full", "%d unsent events dropped (outbox budget)" % lost)
+            self._reporting_drop = True
+            try:
+                self.fault("outbox_full", "%d unsent events dropped (outbox budget)" % lost)
+            finally:
+                self._reporting_drop = False
+            self._dropped_seen += lost
         self._wake.set()
 
     def _on_change(self, change):
