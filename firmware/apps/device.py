@@ -611,10 +611,29 @@ def board_parts():
                  reset=machine.reset, on_healthy=lambda: _crashes(rtc, 0))
 
 
+_running = None  # the application task where asyncio cannot block (the WebAssembly VM)
+
+
+def stop_running():
+    """Stop the application started in the background (what Ctrl-C does to main.py)."""
+    global _running
+    if _running is not None:
+        _running.cancel()
+        _running = None
+
+
 def run():
-    """main.py's entry: run forever; on an unhandled error log it, back off, reset."""
+    """main.py's entry: run forever; on an unhandled error log it, back off, reset.
+
+    Where asyncio has no blocking run() (the MicroPython WebAssembly VM of the virtual board),
+    the application starts as a background task and main.py returns; the host's event loop
+    drives it and stop_running() ends it."""
     import machine
 
+    global _running
+    if not hasattr(asyncio, "run"):
+        _running = asyncio.create_task(start(board_parts()))
+        return
     try:
         asyncio.run(start(board_parts()))  # type: ignore[attr-defined]
     except KeyboardInterrupt:

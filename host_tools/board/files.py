@@ -1,0 +1,82 @@
+"""File operations on a board, built on the transport's exec(): what deploy and provision use.
+
+Files travel base64-encoded in chunks (a board decodes them with binascii.a2b_base64), one raw
+REPL round trip per chunk; a SHA-256 computed on the board checks what arrived.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import posixpath
+
+from host_tools.board.transport import BoardExecError, SerialTransport
+
+CHUNK = 2048  # bytes of file per round trip (2.7 KB of base64 on the wire)
+
+
+def makedirs(t: SerialTransport, path: str) -> None:
+    """mkdir -p on the board."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    for i in range(1, len(parts) + 1):
+        d = "/" + "/".join(parts[:i])
+        t.exec(f"import os\ntry:\n    os.mkdir({d!r})\nexcept OSError as e:\n"
+               f"    if e.args[0] != 17:\n        raise\n")
+
+
+def put(t: SerialTransport, data: bytes, remote: str) -> None:
+    """Write `data` to `remote` on the board (parent directories made), then verify it."""
+    parent = posixpath.dirname(remote)
+    if parent and parent != "/":
+        makedirs(t, parent)
+    tmp = remote + ".part"
+    t.exec(f"_f = open({tmp!r}, 'wb')\nimport binascii")
+    try:
+        for i in range(0, len(data), CHUNK):
+            b64 = base64.b64encode(data[i:i + CHUNK]).decode()
+            t.exec(f"_f.write(binascii.a2b_base64({b64.encode()!r}))")
+    finally:
+        t.exec("_f.close()\ndel _f")
+    got = sha256(t, tmp)
+    if got != hashlib.sha256(data).hexdigest():
+        raise BoardExecError(f"{remote}: SHA-256 on the board does not match what was sent")
+    t.exec(f"import os\ntry:\n    os.remove({remote!r})\nexcept OSError:\n    pass\n"
+           f"os.rename({tmp!r}, {remote!r})")
+
+
+def get(t: SerialTransport, remote: str) -> bytes:
+    out = t.exec(f"import binascii\nwith open({remote!r}, 'rb') as _f:\n"
+                 f"    while True:\n        _b = _f.read({CHUNK})\n        if not _b:\n"
+                 f"            break\n        print(binascii.b2a_base64(_b).decode().strip())\n")
+    return b"".join(base64.b64decode(line) for line in out.split())
+
+
+def sha256(t: SerialTransport, remote: str) -> str:
+    return t.exec(f"import hashlib, binascii\n_h = hashlib.sha256()\n"
+                  f"with open({remote!r}, 'rb') as _f:\n    while True:\n"
+                  f"        _b = _f.read(1024)\n        if not _b:\n            break\n"
+                  f"        _h.update(_b)\nprint(binascii.hexlify(_h.digest()).decode())").strip()
+
+
+def listdir(t: SerialTransport, path: str = "/") -> list[tuple[str, bool, int]]:
+    """(name, is_dir, size) of the entries in `path`."""
+    entries = t.eval(f"[(e[0], e[1] == 0x4000, e[3] if len(e) > 3 else 0) "
+                     f"for e in __import__('os').ilistdir({path!r})]")
+    assert isinstance(entries, list)
+    return sorted((str(n), bool(d), int(s)) for n, d, s in entries)
+
+
+def remove(t: SerialTransport, path: str) -> None:
+    """Remove a file or a directory tree."""
+    t.exec(f"""import os
+def _rm(p):
+    try:
+        names = [e[0] for e in os.ilistdir(p)]
+    except OSError:
+        os.remove(p)
+        return
+    for n in names:
+        _rm(p.rstrip('/') + '/' + n)
+    os.rmdir(p)
+_rm({path!r})
+del _rm""")

@@ -1,0 +1,275 @@
+"""A virtual board: the real firmware in the MicroPython 1.29 VM behind a pseudo-terminal that
+a host tool (pyserial, mpremote, shelfctl) cannot tell from a board's USB serial port.
+
+    board = VirtualBoard(Path("/tmp/shelf-1"), baud=115200)
+    board.start()            # -> "/dev/pts/7"; also the symlink /tmp/shelf-1/serial
+    ...
+    board.hard_reset()       # power-on reset (the EN button)
+    board.stop()
+
+What sits between the port and the VM (vboard.mjs runs the VM for one boot):
+- the serial line is paced at the baud rate, both ways (baud=0: no pacing, for unit tests);
+- raw-paste mode (`\\x05A\\x01`) is spoken here, window and `\\x01` grants included, and the
+  pasted code goes to the VM's plain raw REPL (the VM's own raw-paste wedges it);
+- soft reboot (Ctrl-D at an empty friendly or raw prompt) prints what a board prints and
+  starts a fresh VM over the same flash: boot.py and main.py, or boot.py and the raw REPL;
+- the flash is the directory: the VM writes through to it, so it survives reboots and power
+  cuts. A pseudo-terminal has no DTR/RTS lines: a hard reset is a call (or a control command),
+  not the modem-line pulse of esptool-style tools.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import tty
+from pathlib import Path
+
+from host_tools.firmware import REPO
+
+VBOARD = Path(__file__).with_name("vboard.mjs")
+#: The board's hardware stand-ins inside the VM (machine, network, fake chips), and the
+#: virtual board's own boot hook (vmroot/_simboot.py).
+HARDWARE = REPO / "tests" / "firmware" / "support"
+VMROOT = Path(__file__).with_name("vmroot")
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+FRIENDLY_PROMPT = b">>> "
+PASTE_WINDOW = 128
+
+
+class BoardError(RuntimeError):
+    pass
+
+
+class VirtualBoard:
+    def __init__(self, fs_dir: Path, baud: int = 115200, hardware: Path = HARDWARE,
+                 heap: int = 192 * 1024) -> None:
+        self.dir = Path(fs_dir)
+        self.baud = baud
+        self.hardware = hardware
+        self.heap = heap
+        self.port: str | None = None
+        self.boots = 0
+        self._master = self._slave = -1
+        self._vm: subprocess.Popen[bytes] | None = None
+        self._lock = threading.RLock()  # VM swap vs. writers
+        self._out_lock = threading.Lock()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        # the host's view of the REPL, from what goes each way
+        self._raw = False
+        self._typed = 0  # bytes sent since the last prompt
+        self._tail = b""
+        self._strip_ok = False  # drop the VM's "OK" after a pasted block
+        self._paste: bytearray | None = None  # raw-paste data being received
+        self._paste_seen = 0
+        self._maybe_paste = b""
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no newline translation: a plain byte pipe
+        self.port = os.ttyname(self._slave)
+        link = self.dir / "serial"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(self.port)
+        self._boot("power")
+        t = threading.Thread(target=self._from_host, name="vboard-host", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self.port
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kill_vm()
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master = self._slave = -1
+        link = self.dir / "serial"
+        if link.is_symlink():
+            link.unlink()
+
+    def hard_reset(self) -> None:
+        """Power-on reset: a fresh VM, boot.py then main.py."""
+        self._boot("power")
+
+    def power_off(self) -> None:
+        """Cut the power: the VM dies mid-whatever; the flash keeps what was written."""
+        with self._lock:
+            self._kill_vm()
+
+    def running(self) -> bool:
+        return self._vm is not None and self._vm.poll() is None
+
+    # ---- the VM behind the port ----------------------------------------------------------
+
+    def _kill_vm(self) -> None:
+        vm, self._vm = self._vm, None
+        if vm is not None and vm.poll() is None:
+            vm.kill()
+            vm.wait()
+
+    def _boot(self, mode: str) -> None:
+        with self._lock:
+            self._kill_vm()
+            self._raw = False
+            self._typed = 0
+            self._paste = None
+            self._maybe_paste = b""
+            self._strip_ok = False
+            self._vm = subprocess.Popen(
+                ["node", str(VBOARD), "--flash", str(self.dir), "--sim", str(self.hardware),
+                 "--sim", str(VMROOT), "--mode", mode, "--heap", str(self.heap)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.boots += 1
+            t = threading.Thread(target=self._from_board, args=(self._vm,),
+                                 name="vboard-board", daemon=True)
+            t.start()
+
+    def _to_vm(self, data: bytes) -> None:
+        with self._lock:
+            vm = self._vm
+            if vm is None or vm.stdin is None or not data:
+                return
+            try:
+                vm.stdin.write(data)
+                vm.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+    # ---- board -> host ---------------------------------------------------------------------
+
+    def _from_board(self, vm: subprocess.Popen[bytes]) -> None:
+        assert vm.stdout is not None
+        while True:
+            data = vm.stdout.read1(512)
+            if not data:
+                return
+            if vm is not self._vm:
+                return  # a replaced VM's last words are not the new board's
+            if self._strip_ok:
+                data = self._drop_ok(data)
+            self._watch(data)
+            self._to_host(data)
+
+    def _drop_ok(self, data: bytes) -> bytes:
+        # The plain raw REPL answers "OK" before output; after a raw paste a board does not.
+        if data.startswith(b"OK"):
+            self._strip_ok = False
+            return data[2:]
+        if data == b"O":
+            return b""
+        if data.startswith(b"K"):
+            self._strip_ok = False
+            return data[1:]
+        return data
+
+    def _watch(self, data: bytes) -> None:
+        tail = (self._tail + data)[-64:]
+        self._tail = tail
+        if tail.endswith(RAW_BANNER):
+            self._raw = True
+            self._typed = 0
+        elif self._raw and tail.endswith(b"\x04>"):
+            self._typed = 0
+        elif tail.endswith(FRIENDLY_PROMPT):
+            self._raw = False
+            self._typed = 0
+
+    def _to_host(self, data: bytes) -> None:
+        with self._out_lock:
+            for i in range(0, len(data), 64):
+                chunk = data[i:i + 64]
+                self._pace(len(chunk))
+                try:
+                    os.write(self._master, chunk)
+                except OSError:
+                    return
+
+    def _pace(self, n: int) -> None:
+        if self.baud > 0:
+            time.sleep(n * 10 / self.baud)  # 8N1: ten bits a byte
+
+    # ---- host -> board ---------------------------------------------------------------------
+
+    def _from_host(self) -> None:
+        while not self._stopping:
+            try:
+                data = os.read(self._master, 256)
+            except OSError:
+                if self._stopping:
+                    return
+                time.sleep(0.01)
+                continue
+            self._pace(len(data))
+            for b in data:
+                self._host_byte(b)
+
+    def _host_byte(self, b: int) -> None:
+        if self._paste is not None:
+            self._paste_byte(b)
+            return
+        if self._maybe_paste or (self._raw and self._typed == 0 and b == 0x05):
+            self._maybe_paste += bytes([b])
+            if b"\x05A\x01".startswith(self._maybe_paste):
+                if self._maybe_paste == b"\x05A\x01":
+                    self._maybe_paste = b""
+                    self._begin_paste()
+                return
+            pending, self._maybe_paste = self._maybe_paste, b""
+            for c in pending:
+                self._plain_byte(c)
+            return
+        self._plain_byte(b)
+
+    def _plain_byte(self, b: int) -> None:
+        if b == 0x04 and self._typed == 0:
+            self._soft_reboot()
+            return
+        if b == 0x01:
+            self._raw = True  # the board switches as it reads the byte, before it answers
+        elif b == 0x02:
+            self._raw = False
+        if b in (0x01, 0x02, 0x03) or (not self._raw and b in (0x0D, 0x0A)):
+            self._typed = 0  # a new prompt (an entered line ends the friendly one)
+        else:
+            self._typed += 1
+        self._to_vm(bytes([b]))
+
+    def _soft_reboot(self) -> None:
+        if self._raw:
+            self._to_host(b"OK\r\nMPY: soft reboot\r\n")
+            self._boot("raw")
+        else:
+            self._to_host(b"MPY: soft reboot\r\n")
+            self._boot("power")
+
+    # raw-paste: the board grants the host PASTE_WINDOW bytes at a time with \x01
+    def _begin_paste(self) -> None:
+        self._paste = bytearray()
+        self._paste_seen = 0
+        self._to_host(b"R\x01" + PASTE_WINDOW.to_bytes(2, "little"))
+
+    def _paste_byte(self, b: int) -> None:
+        assert self._paste is not None
+        if b == 0x04:
+            code = bytes(self._paste)
+            self._paste = None
+            self._to_host(b"\x04")  # end acknowledged; output follows as stdout\x04err\x04>
+            self._strip_ok = True
+            self._typed = 1
+            self._to_vm(code + b"\x04")
+            return
+        self._paste.append(b)
+        self._paste_seen += 1
+        if self._paste_seen % PASTE_WINDOW == 0:
+            self._to_host(b"\x01")  # room for another window
