@@ -20,7 +20,9 @@ What sits between the port and the VM (vboard.mjs runs the VM for one boot):
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -37,6 +39,9 @@ VMROOT = Path(__file__).with_name("vmroot")
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 FRIENDLY_PROMPT = b">>> "
 PASTE_WINDOW = 128
+RESET_STATUS = 75  # vboard.mjs ends a boot with this when the firmware calls machine.reset()
+SHELF_FILE = ".sim-shelf.json"  # grams on each lane: the shelf outlives the board's power
+CONTROL_SOCKET = ".sim.sock"
 
 
 class BoardError(RuntimeError):
@@ -66,6 +71,9 @@ class VirtualBoard:
         self._paste: bytearray | None = None  # raw-paste data being received
         self._paste_seen = 0
         self._maybe_paste = b""
+        self._ctl_w = -1  # pipe to the running VM's hardware (vboard --control-fd)
+        self.shelf: list[float] = self._load_shelf()
+        self._server: socket.socket | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -82,11 +90,16 @@ class VirtualBoard:
         t = threading.Thread(target=self._from_host, name="vboard-host", daemon=True)
         t.start()
         self._threads.append(t)
+        self._serve_control()
         return self.port
 
     def stop(self) -> None:
         self._stopping = True
         self._kill_vm()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            (self.dir / CONTROL_SOCKET).unlink(missing_ok=True)
         for fd in (self._master, self._slave):
             if fd >= 0:
                 try:
@@ -110,6 +123,81 @@ class VirtualBoard:
     def running(self) -> bool:
         return self._vm is not None and self._vm.poll() is None
 
+    # ---- the hardware around the board ---------------------------------------------------
+
+    def _load_shelf(self) -> list[float]:
+        try:
+            data = json.loads((self.dir / SHELF_FILE).read_text())
+            return [float(g) for g in data]
+        except (OSError, ValueError, TypeError):
+            return [0.0] * 8
+
+    def load(self, lane: int, grams: float, ms: int = 400) -> None:
+        """Change what lies on a lane by `grams` over `ms` (a hand putting or taking)."""
+        if not 0 <= lane < len(self.shelf):
+            raise ValueError(f"lane must be 0..{len(self.shelf) - 1}")
+        self.shelf[lane] += grams
+        tmp = self.dir / (SHELF_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.shelf))
+        tmp.replace(self.dir / SHELF_FILE)
+        self._hardware({"cmd": "load", "lane": lane, "grams": grams, "ms": ms})
+
+    def wifi(self, up: bool) -> None:
+        self._hardware({"cmd": "wifi", "up": up})
+
+    def _hardware(self, cmd: dict) -> None:
+        with self._lock:
+            if self._ctl_w >= 0:
+                try:
+                    os.write(self._ctl_w, (json.dumps(cmd) + "\n").encode())
+                except OSError:
+                    pass
+
+    # ---- the control socket: JSON lines, `shelfctl sim ctl` ------------------------------
+
+    def _serve_control(self) -> None:
+        path = self.dir / CONTROL_SOCKET
+        path.unlink(missing_ok=True)
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(path))
+        srv.listen(4)
+        self._server = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                try:
+                    reply = self.control(json.loads(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    reply = {"ok": False, "error": str(exc) or type(exc).__name__}
+                f.write((json.dumps(reply) + "\n").encode())
+                f.flush()
+
+    def control(self, cmd: dict) -> dict:
+        """One control command (what the socket and `shelfctl sim ctl` carry)."""
+        kind = cmd.get("cmd")
+        if kind == "load":
+            self.load(int(cmd["lane"]), float(cmd["grams"]), int(cmd.get("ms", 400)))
+        elif kind == "wifi":
+            self.wifi(bool(cmd["up"]))
+        elif kind == "power_off":
+            self.power_off()
+        elif kind in ("power_on", "reset"):
+            self.hard_reset()
+        elif kind != "state":
+            raise ValueError(f"unknown command {kind!r}")
+        return {"ok": True, "running": self.running(), "boots": self.boots,
+                "shelf_g": self.shelf, "port": self.port}
+
     # ---- the VM behind the port ----------------------------------------------------------
 
     def _kill_vm(self) -> None:
@@ -126,10 +214,16 @@ class VirtualBoard:
             self._paste = None
             self._maybe_paste = b""
             self._strip_ok = False
+            if self._ctl_w >= 0:
+                os.close(self._ctl_w)
+            ctl_r, self._ctl_w = os.pipe()
             self._vm = subprocess.Popen(
                 ["node", str(VBOARD), "--flash", str(self.dir), "--sim", str(self.hardware),
-                 "--sim", str(VMROOT), "--mode", mode, "--heap", str(self.heap)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                 "--sim", str(VMROOT), "--mode", mode, "--heap", str(self.heap),
+                 "--shelf", json.dumps(self.shelf), "--control-fd", str(ctl_r)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                pass_fds=(ctl_r,))
+            os.close(ctl_r)
             self.boots += 1
             t = threading.Thread(target=self._from_board, args=(self._vm,),
                                  name="vboard-board", daemon=True)
@@ -153,6 +247,9 @@ class VirtualBoard:
         while True:
             data = vm.stdout.read1(512)
             if not data:
+                if vm.wait() == RESET_STATUS and vm is self._vm and not self._stopping:
+                    # the firmware reset the board: power-on boot (not from this thread)
+                    threading.Thread(target=self.hard_reset, daemon=True).start()
                 return
             if vm is not self._vm:
                 return  # a replaced VM's last words are not the new board's

@@ -23,6 +23,7 @@
 // cooked stdout does.
 
 import fs from "node:fs";
+import net from "node:net";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -38,6 +39,8 @@ function parse(argv) {
     else if (a === "--sim") (opt.sim = opt.sim || []).push(argv[++i]);
     else if (a === "--mode") opt.mode = argv[++i];
     else if (a === "--heap") opt.heap = parseInt(argv[++i], 10);
+    else if (a === "--shelf") opt.shelf = argv[++i];
+    else if (a === "--control-fd") opt.controlFd = parseInt(argv[++i], 10);
     else throw new Error(`unknown option ${a}`);
   }
   if (!opt.flash || !opt.sim) throw new Error("--flash and --sim are required");
@@ -130,6 +133,106 @@ function mirror(FS, flash) {
   wrap("mkdir", (args) => sync(args[0]));
 }
 
+// ---- TCP for the board's firmware: the VM has no sockets; _simboot.py builds
+// asyncio.open_connection on these (data crosses as hex strings, simple and exact) ----
+function simnet() {
+  const socks = new Map();
+  let next = 1;
+  return {
+    connect(host, port) {
+      return new Promise((resolve, reject) => {
+        const s = net.connect({ host, port });
+        const id = next++;
+        const st = { s, chunks: [], ended: false, waiter: null, error: null };
+        const wake = () => {
+          if (st.waiter) {
+            const w = st.waiter;
+            st.waiter = null;
+            w();
+          }
+        };
+        s.on("data", (d) => {
+          st.chunks.push(d);
+          wake();
+        });
+        s.on("end", () => {
+          st.ended = true;
+          wake();
+        });
+        s.on("close", () => {
+          st.ended = true;
+          wake();
+        });
+        s.on("error", (e) => {
+          st.error = e.code || e.message;
+          st.ended = true;
+          wake();
+          reject(new Error(st.error));
+        });
+        s.once("connect", () => {
+          socks.set(id, st);
+          resolve(id);
+        });
+      });
+    },
+    read(id, n) {
+      const st = socks.get(id);
+      if (!st) return Promise.resolve("");
+      const take = () => {
+        const all = Buffer.concat(st.chunks);
+        const out = all.subarray(0, n);
+        st.chunks = all.length > n ? [all.subarray(n)] : [];
+        return out.toString("hex");
+      };
+      if (st.chunks.length) return Promise.resolve(take());
+      if (st.ended) return Promise.resolve("");
+      return new Promise((resolve) => {
+        st.waiter = () => resolve(st.chunks.length ? take() : "");
+      });
+    },
+    write(id, hex) {
+      const st = socks.get(id);
+      if (!st || st.ended) return false;
+      st.s.write(Buffer.from(hex, "hex"));
+      return true;
+    },
+    close(id) {
+      const st = socks.get(id);
+      if (st) {
+        st.s.destroy();
+        st.ended = true;
+        socks.delete(id);
+        if (st.waiter) st.waiter();
+      }
+    },
+  };
+}
+
+// ---- the host's hands on the hardware: commands (JSON lines) arrive on --control-fd and
+// wait in a queue that _simhw.py takes from; reset() ends this boot with status 75, which the
+// front answers with a power-on boot ----
+function simctl(opt) {
+  const queue = [];
+  if (opt.controlFd) {
+    let rest = "";
+    fs.createReadStream(null, { fd: opt.controlFd }).on("data", (d) => {
+      rest += d.toString();
+      let i;
+      while ((i = rest.indexOf("\n")) >= 0) {
+        queue.push(rest.slice(0, i));
+        rest = rest.slice(i + 1);
+      }
+    });
+  }
+  return {
+    take: () => (queue.length ? queue.shift() : ""),
+    start: () => opt.shelf || "[]",
+    reset: () => {
+      process.stdout.write("", () => process.exit(75));
+    },
+  };
+}
+
 // ---- running files as the board does at boot ----
 async function runFile(mp, FS, name) {
   try {
@@ -156,6 +259,8 @@ async function main() {
     stdout: (b) => quiet || serialWrite(b),
     stderr: (b) => quiet || serialWrite(b),
   });
+  mp.registerJsModule("_simnet", simnet());
+  mp.registerJsModule("_simctl", simctl(opt));
   const FS = mp.FS;
   fs.mkdirSync(opt.flash, { recursive: true });
   loadTree(FS, opt.flash, "/");

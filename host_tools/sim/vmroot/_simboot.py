@@ -60,3 +60,95 @@ for _name in ("stat", "remove", "rename", "mkdir", "rmdir", "chdir", "statvfs"):
 os.listdir = listdir
 os.ilistdir = ilistdir
 builtins.open = _mapped(builtins.open)
+
+
+# - TCP: the VM has no sockets and its asyncio no open_connection; the virtual board reaches
+#   the host's network through the _simnet bridge (vboard.mjs), so the firmware's
+#   asyncio.open_connection(host, port) works unchanged. No TLS here (the VM has no ssl).
+import asyncio  # noqa: E402
+import binascii  # noqa: E402
+
+import _simnet  # noqa: E402
+
+
+class _Stream:
+    def __init__(self, sid):
+        self.sid = sid
+        self.closed = False
+
+    async def read(self, n=-1):
+        if self.closed:
+            return b""
+        data = await _simnet.read(self.sid, 4096 if n < 0 else n)
+        return binascii.unhexlify(data) if data else b""
+
+    async def readexactly(self, n):
+        out = b""
+        while len(out) < n:
+            part = await self.read(n - len(out))
+            if not part:
+                raise EOFError("connection closed")
+            out += part
+        return out
+
+    def write(self, data):
+        if self.closed or not _simnet.write(self.sid, binascii.hexlify(data).decode()):
+            raise OSError(104)  # ECONNRESET
+
+    async def drain(self):
+        if self.closed:
+            raise OSError(104)
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            _simnet.close(self.sid)
+
+    async def wait_closed(self):
+        pass
+
+
+async def _open_connection(host, port, ssl=None, server_hostname=None):
+    if ssl is not None:
+        raise OSError(95)  # EOPNOTSUPP: no TLS on the virtual board
+    try:
+        sid = await _simnet.connect(host, port)
+    except Exception:
+        raise OSError(111) from None  # ECONNREFUSED (or unreachable)
+    s = _Stream(sid)
+    return s, s
+
+
+if not hasattr(asyncio, "open_connection"):
+    asyncio.open_connection = _open_connection
+
+
+# - the hardware: fake pins and chips wired as board.json says, loads from the host;
+#   machine.reset() and an unfed machine.WDT restart the virtual board for real.
+import json as _json  # noqa: E402
+
+import _simctl  # noqa: E402
+import _simhw  # noqa: E402
+import machine  # noqa: E402
+
+_simhw.setup(_json.loads(_simctl.start()))
+
+
+def _reset():
+    _simctl.reset()
+    raise machine.BoardReset("machine.reset()")  # nothing after a reset runs
+
+
+machine.reset = _reset
+
+
+async def _watchdog():
+    while True:
+        await asyncio.sleep_ms(500)
+        for wdt in machine.WDT.instances:
+            if wdt.expired():
+                print("watchdog: reset")
+                _reset()
+
+
+asyncio.create_task(_watchdog())

@@ -1,0 +1,95 @@
+# The virtual board's hardware, set up at every boot by _simboot: the fake board (machine,
+# pins, real-time clock), one fake HX711 per lane on the pins board.json gives, whose load is a
+# simple physical model driven from the host (the sim's control channel), a WiFi station.
+#
+# A lane's cell: raw = OFFSET(i) + grams * CPG + noise; OFFSET / CPG are the cell's physics,
+# which provisioning writes into config.json as the lane's calibration (shelfctl sim knows
+# them). Loads change along smooth ramps (a hand), then a short ringing on release.
+import json
+import math
+
+import _simctl
+import machine
+import network
+from fake_hx711 import FakeHX711
+
+CPG = 420  # counts per gram of every simulated cell
+
+
+def offset(lane):
+    return 100000 * (lane + 1) - 8000
+
+
+class _Lane:
+    def __init__(self, grams):
+        self.base = grams
+        self.ramps = []  # (start us, grams, duration us)
+
+    def add(self, now, grams, ms):
+        # fold finished ramps into the base so the list stays short
+        keep = []
+        for r in self.ramps:
+            if now - r[0] >= r[2]:
+                self.base += r[1]
+            else:
+                keep.append(r)
+        keep.append((now, grams, max(1, ms) * 1000))
+        self.ramps = keep
+
+    def at(self, now):
+        g = self.base
+        for start, grams, dur in self.ramps:
+            x = (now - start) / dur
+            if x >= 1:
+                g += grams
+                # a little ringing for 300 ms after the hand lets go
+                t = (now - start - dur) / 1000000
+                if t < 0.3:
+                    g += abs(grams) * 0.05 * math.exp(-t / 0.08) * math.cos(2 * math.pi * 9 * t)
+            elif x > 0:
+                g += grams * x * x * (3 - 2 * x)
+        return g
+
+
+lanes = []
+clock = None
+
+
+def _poll():
+    # commands from the host, taken as the chips convert (no task needed)
+    msg = _simctl.take()
+    while msg:
+        cmd = json.loads(msg)
+        kind = cmd.get("cmd")
+        if kind == "load" and 0 <= cmd["lane"] < len(lanes):
+            lanes[cmd["lane"]].add(clock.now, cmd["grams"], cmd.get("ms", 400))
+        elif kind == "wifi":
+            network.fake_ap(up=bool(cmd.get("up")))
+        msg = _simctl.take()
+
+
+def setup(start_grams):
+    global clock
+    clock = machine.fake_reset(realtime=True)
+    network.fake_reset_network()
+    try:
+        board = json.load(open("/board.json"))
+        sps = json.load(open("/config.json")).get("sps", 10)
+    except (OSError, ValueError):
+        return  # a blank board: no wiring known yet
+    hx = board.get("hx711") or {}
+    douts = hx.get("dout") or []
+    seed = [12345]
+
+    for i in range(len(douts)):
+        lane = _Lane(start_grams[i] if i < len(start_grams) else 0.0)
+        lanes.append(lane)
+
+        def source(gain, lane=lane, i=i):
+            if i == 0:
+                _poll()
+            seed[0] = (seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
+            noise = (seed[0] % 2001 - 1000) / 1000 * 0.4  # +-0.4 g
+            return offset(i) + int((lane.at(clock.now) + noise) * CPG)
+
+        FakeHX711(hx["sck"], douts[i], source, sps=sps, settle=1, history=4)
