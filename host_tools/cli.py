@@ -12,18 +12,18 @@ import sys
 import traceback
 
 from host_tools import __version__
+from host_tools.errors import UserError
 
 # (group, verb) -> (module, help). Modules expose add_arguments(parser) and run(args) -> int.
 VERBS: dict[tuple[str, str], tuple[str, str]] = {
     ("trace", "replay"): ("host_tools.trace.replay", "replay a trace through the firmware"),
     ("trace", "score"): ("host_tools.trace.score", "score detection against a trace's truth"),
     ("trace", "gen"): ("host_tools.trace.gen", "generate realistic shelf traces with truth"),
+    ("sim", "board"): ("host_tools.sim.board_cmd", "run one virtual board on a serial pty"),
+    ("sim", "ctl"): ("host_tools.sim.ctl_cmd", "act on a running virtual board's hardware"),
 }
-GROUP_HELP = {"trace": "shelf-trace/1 recordings: replay, score, generate"}
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line, exit code 2."""
+GROUP_HELP = {"trace": "shelf-trace/1 recordings: replay, score, generate",
+              "sim": "virtual boards: the real firmware in the MicroPython VM"}
 
 
 def build_parser() -> argparse.ArgumentParser:

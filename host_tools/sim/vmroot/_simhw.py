@@ -13,7 +13,7 @@ import machine
 import network
 from fake_hx711 import FakeHX711
 
-CPG = 420  # counts per gram of every simulated cell
+CPG = 420  # counts per gram of every simulated cell (host_tools/sim/vmroot_hw.py: the same)
 
 
 def offset(lane):
