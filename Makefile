@@ -7,7 +7,7 @@ STUBS   := typings
 DEBS    := mosquitto:mosquitto mosquitto_sub:mosquitto-clients openssl:openssl
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup test test-fast lint typecheck demo bench clean
+.PHONY: setup test test-fast lint typecheck demo demo-trace bench clean
 
 setup: $(VENV)/.stamp node_modules/.stamp $(STUBS)/.stamp
 	@scripts/ensure-debs.sh $(DEBS)
@@ -40,7 +40,12 @@ typecheck: setup
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q
 
+# A small virtual store: boards deployed over their serial ports, shoppers, receipts vs truth.
 demo: setup
+	$(BIN)/shelfctl sim store --shelves 4 --gates 1 --shoppers 3 --seed 1
+
+# A recorded shelf trace through the firmware detector, in CPython and in the VM.
+demo-trace: setup
 	$(BIN)/shelfctl trace replay traces/examples/example-01 --table --runtime both
 
 bench: setup

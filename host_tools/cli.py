@@ -21,6 +21,7 @@ VERBS: dict[tuple[str, str], tuple[str, str]] = {
     ("trace", "gen"): ("host_tools.trace.gen", "generate realistic shelf traces with truth"),
     ("sim", "board"): ("host_tools.sim.board_cmd", "run one virtual board on a serial pty"),
     ("sim", "ctl"): ("host_tools.sim.ctl_cmd", "act on a running virtual board's hardware"),
+    ("sim", "store"): ("host_tools.sim.store", "a virtual store of boards, played by shoppers"),
 }
 GROUP_HELP = {"trace": "shelf-trace/1 recordings: replay, score, generate",
               "sim": "virtual boards: the real firmware in the MicroPython VM"}
