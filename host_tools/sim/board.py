@@ -145,6 +145,29 @@ class VirtualBoard:
     def wifi(self, up: bool) -> None:
         self._hardware({"cmd": "wifi", "up": up})
 
+    def bump(self, grams: float = 200.0) -> None:
+        """Knock the shelf: every lane rings for a second, nothing changes."""
+        self._hardware({"cmd": "bump", "grams": grams})
+
+    def rest(self, lane: int, grams: float, seconds: float) -> None:
+        """A hand rests on a lane for `seconds`, then leaves (in the background)."""
+        self._hardware({"cmd": "load", "lane": lane, "grams": grams, "ms": 300})
+        timer = threading.Timer(seconds, self._hardware,
+                                ({"cmd": "load", "lane": lane, "grams": -grams, "ms": 300},))
+        timer.daemon = True
+        timer.start()
+
+    def lane_of(self, sku: str) -> tuple[int, float]:
+        """(lane, unit grams) of a SKU in the board's config.json (its planogram)."""
+        try:
+            lanes = json.loads((self.dir / "config.json").read_text())["lanes"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"no planogram on this board ({exc})") from None
+        for i, lane in enumerate(lanes):
+            if lane.get("sku") == sku:
+                return i, float(lane["unit_g"])
+        raise ValueError(f"no lane holds SKU {sku}")
+
     def _hardware(self, cmd: dict) -> None:
         with self._lock:
             if self._ctl_w >= 0:
@@ -187,6 +210,13 @@ class VirtualBoard:
         kind = cmd.get("cmd")
         if kind == "load":
             self.load(int(cmd["lane"]), float(cmd["grams"]), int(cmd.get("ms", 400)))
+        elif kind == "items":
+            lane, unit = self.lane_of(str(cmd["sku"]))
+            self.load(lane, int(cmd["count"]) * unit, int(cmd.get("ms", 400)))
+        elif kind == "rest":
+            self.rest(int(cmd["lane"]), float(cmd["grams"]), float(cmd["seconds"]))
+        elif kind == "bump":
+            self.bump(float(cmd.get("grams", 200)))
         elif kind == "wifi":
             self.wifi(bool(cmd["up"]))
         elif kind == "power_off":

@@ -1,6 +1,9 @@
 """`shelfctl sim ctl DIR COMMAND`: a hand on a running virtual board (its control socket).
 
     load LANE GRAMS [--ms MS]   put (+) or take (-) grams on a lane over MS ms (default 400)
+    items SKU COUNT             put (+) or take (-) COUNT items of SKU (the board's planogram)
+    rest LANE GRAMS SECONDS     a hand rests on a lane, then leaves
+    bump [GRAMS]                knock the shelf: every lane rings, nothing changes
     wifi up|down                the access point comes back / goes away
     power off|on                cut the power without warning / power on
     reset                       press EN (power-on reset)
@@ -21,7 +24,9 @@ from host_tools.sim.board import CONTROL_SOCKET
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="the board's --fs directory")
-    parser.add_argument("command", choices=("load", "wifi", "power", "reset", "state"))
+    parser.add_argument("command",
+                        choices=("load", "items", "rest", "bump", "wifi", "power", "reset",
+                                 "state"))
     parser.add_argument("args", nargs="*", help="LANE GRAMS | up/down | off/on")
     parser.add_argument("--ms", type=int, default=400, help="how long a load change takes")
 
@@ -35,6 +40,20 @@ def build(args: argparse.Namespace) -> dict:
             return {"cmd": "load", "lane": int(a[0]), "grams": float(a[1]), "ms": args.ms}
         except ValueError:
             raise UserError(f"load LANE GRAMS: numbers, not {' '.join(a)}") from None
+    try:
+        if args.command == "items" and len(a) == 2:
+            return {"cmd": "items", "sku": a[0], "count": int(a[1]), "ms": args.ms}
+        if args.command == "rest" and len(a) == 3:
+            return {"cmd": "rest", "lane": int(a[0]), "grams": float(a[1]),
+                    "seconds": float(a[2])}
+        if args.command == "bump" and len(a) <= 1:
+            return {"cmd": "bump", "grams": float(a[0]) if a else 200.0}
+    except ValueError:
+        raise UserError(f"{args.command}: bad numbers in {' '.join(a)}") from None
+    if args.command in ("items", "rest", "bump"):
+        raise UserError({"items": "items needs SKU COUNT, e.g. items SKU-02 -1",
+                         "rest": "rest needs LANE GRAMS SECONDS",
+                         "bump": "bump takes at most GRAMS"}[args.command])
     if args.command == "wifi":
         if a not in (["up"], ["down"]):
             raise UserError("wifi needs up or down")

@@ -70,7 +70,20 @@ def test_sim_board_and_ctl_end_to_end(tmp_path):
             time.sleep(0.1)
         ev = payloads("event")[0]
         assert (ev["lane"], ev["count"], ev["sku"]) == (0, -2, "SKU-0")
+        # distractors make no events; items by SKU do
+        assert ctl(fs, "bump", "300")[0] == 0
+        assert ctl(fs, "rest", "2", "400", "2")[0] == 0
+        time.sleep(4.5)
+        assert ctl(fs, "items", "SKU-1", "-1")[0] == 0
+        end = time.monotonic() + 30
+        while len(payloads("event")) < 2:
+            assert time.monotonic() < end, "no event for the item taken by SKU"
+            time.sleep(0.1)
+        time.sleep(1)
+        evs = payloads("event")
+        assert [(e["lane"], e["count"]) for e in evs] == [(0, -2), (1, -1)]
         assert ctl(fs, "load", "zero", "x")[0] == 2  # a user mistake: one line, exit 2
+        assert ctl(fs, "items", "NO-SUCH", "1")[0] == 1  # the board says why, not ok
         code, out, _ = ctl(fs, "state")
         assert code == 0 and json.loads(out)["running"] is True
     finally:

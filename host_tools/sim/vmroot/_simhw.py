@@ -24,6 +24,10 @@ class _Lane:
     def __init__(self, grams):
         self.base = grams
         self.ramps = []  # (start us, grams, duration us)
+        self.bumps = []  # (start us, grams): the shelf knocked, ringing that dies away
+
+    def bump(self, now, grams):
+        self.bumps = [b for b in self.bumps if now - b[0] < 2000000] + [(now, grams)]
 
     def add(self, now, grams, ms):
         # fold finished ramps into the base so the list stays short
@@ -48,6 +52,10 @@ class _Lane:
                     g += abs(grams) * 0.05 * math.exp(-t / 0.08) * math.cos(2 * math.pi * 9 * t)
             elif x > 0:
                 g += grams * x * x * (3 - 2 * x)
+        for start, grams in self.bumps:
+            t = (now - start) / 1000000
+            if 0 <= t < 1.5:
+                g += grams * math.exp(-t / 0.25) * math.sin(2 * math.pi * 6 * t)
         return g
 
 
@@ -63,6 +71,9 @@ def _poll():
         kind = cmd.get("cmd")
         if kind == "load" and 0 <= cmd["lane"] < len(lanes):
             lanes[cmd["lane"]].add(clock.now, cmd["grams"], cmd.get("ms", 400))
+        elif kind == "bump":
+            for lane in lanes:
+                lane.bump(clock.now, cmd["grams"])
         elif kind == "wifi":
             network.fake_ap(up=bool(cmd.get("up")))
         msg = _simctl.take()
