@@ -46,7 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gates", type=int, default=1, help="gate boards (default 1)")
     parser.add_argument("--shoppers", type=int, default=3, help="shoppers (default 3)")
     parser.add_argument("--seed", type=int, default=1, help="same seed, same shoppers")
-    parser.add_argument("--broker", metavar="URL", help="mqtt://host:port (default: start one)")
+    parser.add_argument("--broker", metavar="URL",
+                        help="mqtt://host:port (default: start mosquitto, or the embedded "
+                             "Python broker where mosquitto is not installed)")
+    parser.add_argument("--embedded-broker", action="store_true",
+                        help="use the embedded Python broker even where mosquitto is installed")
     parser.add_argument("--duration", type=float, default=0,
                         help="keep the store open this many seconds after the last shopper")
     parser.add_argument("--truth", metavar="FILE", help="write what each shopper took (JSON)")
@@ -266,6 +270,7 @@ def attribute(events: list[tuple[float, dict]],
 
 def run(args: argparse.Namespace) -> int:
     from host_tools.mosquitto import Broker, ToolMissing
+    from host_tools.mqtt_broker import EmbeddedBroker
     from host_tools.vm import node_available
 
     if not node_available():
@@ -281,16 +286,20 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.dir) if args.dir else Path(tmp)
-        broker = None
+        broker: Broker | EmbeddedBroker | None = None
         url = args.broker
-        if url is None:
+        if url is None and not args.embedded_broker:
             broker = Broker(Path(tmp) / "broker")
             try:
                 broker.start()
-            except ToolMissing as exc:
-                raise UserError(f"{exc}; or pass --broker mqtt://host:port") from None
-            url = broker.url
-            log(f"broker: mosquitto on {url}")
+                url = broker.url
+                log(f"broker: mosquitto on {url}")
+            except ToolMissing:
+                broker = None
+        if url is None:
+            broker = EmbeddedBroker()
+            url = broker.start()
+            log(f"broker: the embedded Python broker on {url} (mosquitto not used)")
         store = Store(root, args.shelves, args.gates, url, args.baud)
         try:
             observer = Observer(url)

@@ -22,19 +22,23 @@ def test_shopper_plans_are_seeded_and_consistent():
             assert all(0 <= act.lane < LANES for step in v.actions for act in step)
 
 
-def test_a_small_store_ends_with_exact_receipts(tmp_path):
-    try:
-        tool("mosquitto")
-    except Exception as exc:
-        pytest.skip(str(exc))
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_a_small_store_ends_with_exact_receipts(tmp_path, broker):
+    extra = ["--embedded-broker"] if broker == "embedded" else []
+    if broker == "mosquitto":
+        try:
+            tool("mosquitto")
+        except Exception as exc:
+            pytest.skip(str(exc))
     truth = tmp_path / "truth.json"
     proc = subprocess.run(
         [sys.executable, "-m", "host_tools.cli", "sim", "store", "--shelves", "2", "--gates",
-         "1", "--shoppers", "2", "--seed", "3", "--truth", str(truth)],
+         "1", "--shoppers", "2", "--seed", "3", "--truth", str(truth), *extra],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     out = proc.stdout
     assert "3 boards online" in out
+    assert ("embedded Python broker" in out) == (broker == "embedded")
     assert re.search(r"event shelf-\d #1 ", out)
     taken = json.loads(truth.read_text())
     assert set(taken) == {"1", "2"}
