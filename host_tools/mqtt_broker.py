@@ -120,6 +120,10 @@ class EmbeddedBroker:
             for s in self.sessions.values():
                 if s.writer is not None:
                     s.writer.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             loop.stop()
 
         asyncio.run_coroutine_threadsafe(shut(), loop)

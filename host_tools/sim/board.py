@@ -50,8 +50,11 @@ class BoardError(RuntimeError):
 
 class VirtualBoard:
     def __init__(self, fs_dir: Path, baud: int = 115200, hardware: Path = HARDWARE,
-                 heap: int = 192 * 1024) -> None:
+                 heap: int = 192 * 1024, physics=None) -> None:
+        """physics: a host_tools.sim.physics_feed.PhysicsFeed whose readings the lanes
+        convert (the trace generator's physics), or None for the simple lane model."""
         self.dir = Path(fs_dir)
+        self.physics = physics
         self.baud = baud
         self.hardware = hardware
         self.heap = heap
@@ -91,10 +94,14 @@ class VirtualBoard:
         t.start()
         self._threads.append(t)
         self._serve_control()
+        if self.physics is not None:
+            self.physics.attach(self._hardware)
         return self.port
 
     def stop(self) -> None:
         self._stopping = True
+        if self.physics is not None:
+            self.physics.stop()
         self._kill_vm()
         if self._server is not None:
             self._server.close()
@@ -250,7 +257,8 @@ class VirtualBoard:
             self._vm = subprocess.Popen(
                 ["node", str(VBOARD), "--flash", str(self.dir), "--sim", str(self.hardware),
                  "--sim", str(VMROOT), "--mode", mode, "--heap", str(self.heap),
-                 "--shelf", json.dumps(self.shelf), "--control-fd", str(ctl_r)],
+                 "--shelf", json.dumps(self.shelf), "--control-fd", str(ctl_r),
+                 *(["--physics"] if self.physics is not None else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 pass_fds=(ctl_r,))
             os.close(ctl_r)

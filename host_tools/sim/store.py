@@ -32,6 +32,7 @@ from host_tools.errors import UserError
 from host_tools.firmware import use_firmware
 from host_tools.sim.board import VirtualBoard
 from host_tools.sim.board_cmd import BOARD_JSON, gate_config, shelf_config
+from host_tools.sim.physics_feed import PhysicsFeed
 
 UNIT_G = 250.0
 STOCK = 10
@@ -55,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the store open this many seconds after the last shopper")
     parser.add_argument("--truth", metavar="FILE", help="write what each shopper took (JSON)")
     parser.add_argument("--dir", metavar="DIR", help="boards' flash directories (default: temp)")
+    parser.add_argument("--simple-lanes", action="store_true",
+                        help="250 g items on an idealised cell instead of the trace "
+                             "generator's physics and products")
     parser.add_argument("--baud", type=int, default=0,
                         help="serial pacing of every board (default 0: none, for speed)")
 
@@ -68,6 +72,7 @@ class Action:
     grams: float
     ms: int
     kind: str  # pick, put, touch, rest
+    count: int = 0  # items, for pick and put
 
 
 @dataclass
@@ -84,14 +89,16 @@ class Shopper:
     took: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def sku(shelf: int, lane: int) -> str:
-    return f"SKU-{shelf}{lane}"
-
-
-def plan(shoppers: int, shelves: int, seed: int) -> list[Shopper]:
-    """Each shopper visits one to three shelves and does two to four things at each."""
+def plan(shoppers: int, shelves: int, seed: int, stock: list[list[int]] | None = None,
+         skus: list[list[str]] | None = None) -> list[Shopper]:
+    """Each shopper visits one to three shelves and does two to four things at each.
+    stock / skus: items and SKU per [shelf][lane] (default: STOCK items of SKU-<shelf><lane>)."""
     rng = random.Random(seed)
-    stock = [[STOCK] * LANES for _ in range(shelves)]
+    stock = [list(row) for row in stock] if stock else [[STOCK] * LANES for _ in range(shelves)]
+
+    def sku(shelf: int, lane: int) -> str:
+        return skus[shelf][lane] if skus else f"SKU-{shelf}{lane}"
+
     out = []
     for k in range(shoppers):
         s = Shopper(k + 1)
@@ -111,18 +118,18 @@ def plan(shoppers: int, shelves: int, seed: int) -> list[Shopper]:
                     stock[shelf][lane] -= n
                     carrying.extend([lane] * n)
                     s.took[sku(shelf, lane)] += n
-                    steps.append([Action(shelf, lane, -n * UNIT_G, 450, "pick")])
+                    steps.append([Action(shelf, lane, -n * UNIT_G, 450, "pick", n)])
                 elif what == "put":
                     back = carrying.pop()
                     stock[shelf][back] += 1
                     s.took[sku(shelf, back)] -= 1
-                    steps.append([Action(shelf, back, UNIT_G, 500, "put")])
+                    steps.append([Action(shelf, back, UNIT_G, 500, "put", 1)])
                 elif what == "touch" and stock[shelf][lane] > 0:
                     steps.append([Action(shelf, lane, -UNIT_G, 300, "touch")])
-                    steps.append([Action(shelf, lane, UNIT_G, 300, "touch")])
+                    steps.append([Action(shelf, lane, UNIT_G, 300, "touch_back")])
                 else:
                     steps.append([Action(shelf, lane, 300.0, 300, "rest")])
-                    steps.append([Action(shelf, lane, -300.0, 300, "rest")])
+                    steps.append([Action(shelf, lane, -300.0, 300, "rest_off")])
             s.visits.append(Visit(s.id, shelf, steps))
         out.append(s)
     return out
@@ -193,23 +200,55 @@ def _provision(board: VirtualBoard, cfg: dict) -> None:
 
 
 class Store:
-    def __init__(self, root: Path, shelves: int, gates: int, url: str, baud: int) -> None:
+    def __init__(self, root: Path, shelves: int, gates: int, url: str, baud: int,
+                 physics: bool = True, seed: int = 1) -> None:
+        """physics: each shelf's lanes follow the trace generator's physics with their own
+        products (draw_stock); else the simple lane model with 250 g items."""
         self.root = root
         self.url = url
-        self.shelves = [VirtualBoard(root / f"shelf-{i}", baud) for i in range(shelves)]
+        self.feeds = [PhysicsFeed(LANES, 10, seed * 1000 + i) if physics else None
+                      for i in range(shelves)]
+        self.shelves = [VirtualBoard(root / f"shelf-{i}", baud, physics=self.feeds[i])
+                        for i in range(shelves)]
         self.gates = [VirtualBoard(root / f"gate-{i}", baud) for i in range(gates)]
+
+    def stock(self) -> list[list[int]]:
+        return [[f.items(lane) if f else STOCK for lane in range(LANES)] for f in self.feeds]
+
+    def skus(self) -> list[list[str]]:
+        return [[f.stock[lane].sku if f else f"SKU-{i}{lane}" for lane in range(LANES)]
+                for i, f in enumerate(self.feeds)]
+
+    def act(self, a: Action) -> None:
+        """One hand on a shelf, through its physics or the simple lane model."""
+        feed = self.feeds[a.shelf]
+        if feed is None:
+            self.shelves[a.shelf].load(a.lane, a.grams, a.ms)
+        elif a.kind == "pick":
+            feed.pick(a.lane, a.count)
+        elif a.kind == "put":
+            feed.put(a.lane, a.count)
+        elif a.kind == "touch":
+            feed.touch(a.lane, 800)
+        elif a.kind == "rest":
+            feed.rest(a.lane, a.grams, SETTLE_S)
+        # touch_back, rest_off: the physics scheduled the whole gesture already
 
     def open(self, log) -> None:
         jobs = []
+        skus = self.skus()
         for i, b in enumerate(self.shelves):
             fresh = not (b.dir / ".sim-shelf.json").exists()
             b.start()
-            if fresh:
+            if fresh and self.feeds[i] is None:
                 for lane in range(LANES):
                     b.load(lane, STOCK * UNIT_G, 1)
             cfg = shelf_config(f"shelf-{i}", "demo", self.url, LANES)
+            feed = self.feeds[i]
             for lane, entry in enumerate(cfg["lanes"]):
-                entry["sku"] = sku(i, lane)
+                entry["sku"] = skus[i][lane]
+                if feed is not None:
+                    entry.update(feed.calibration(lane))
             jobs.append((b, cfg))
         for i, b in enumerate(self.gates):
             b.start()
@@ -239,7 +278,7 @@ def play(store: Store, shoppers: list[Shopper], log) -> list[tuple[float, int, i
                 for step in v.actions:
                     for a in step:
                         hands.append((time.monotonic(), a.shelf, a.lane, s.id))
-                        store.shelves[a.shelf].load(a.lane, a.grams, a.ms)
+                        store.act(a)
                     time.sleep(SETTLE_S if step[0].kind != "touch" else 0.8)
                 time.sleep(0.5)
         log(f"shopper {s.id} leaves after {time.monotonic() - t_start:.0f} s")
@@ -300,7 +339,8 @@ def run(args: argparse.Namespace) -> int:
             broker = EmbeddedBroker()
             url = broker.start()
             log(f"broker: the embedded Python broker on {url} (mosquitto not used)")
-        store = Store(root, args.shelves, args.gates, url, args.baud)
+        store = Store(root, args.shelves, args.gates, url, args.baud,
+                      physics=not args.simple_lanes, seed=args.seed)
         try:
             observer = Observer(url)
 
@@ -323,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(0.2)
             log(f"store open: {len(names)} boards online; warming up the lanes")
             time.sleep(3)
-            shoppers = plan(args.shoppers, args.shelves, args.seed)
+            shoppers = plan(args.shoppers, args.shelves, args.seed, store.stock(),
+                            store.skus())
             hands = play(store, shoppers, log)
             time.sleep(LATE_S + max(args.duration, 0))
             with observer.lock:

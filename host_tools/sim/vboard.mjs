@@ -40,6 +40,7 @@ function parse(argv) {
     else if (a === "--mode") opt.mode = argv[++i];
     else if (a === "--heap") opt.heap = parseInt(argv[++i], 10);
     else if (a === "--shelf") opt.shelf = argv[++i];
+    else if (a === "--physics") opt.physics = true;
     else if (a === "--control-fd") opt.controlFd = parseInt(argv[++i], 10);
     else throw new Error(`unknown option ${a}`);
   }
@@ -211,22 +212,41 @@ function simnet() {
 // ---- the host's hands on the hardware: commands (JSON lines) arrive on --control-fd and
 // wait in a queue that _simhw.py takes from; reset() ends this boot with status 75, which the
 // front answers with a power-on boot ----
+// Readings streamed by the host's physics (host_tools/sim/physics_feed.py) wait per lane as
+// [wall ms, raw] pairs; sample(lane) gives the one current now.
 function simctl(opt) {
   const queue = [];
+  const samples = new Map();
+  const take = (line) => {
+    if (line.startsWith('{"cmd": "samples"')) {
+      const m = JSON.parse(line);
+      const buf = samples.get(m.lane) || [];
+      for (let k = 0; k < m.t.length; k++) buf.push([m.t[k], m.raw[k]]);
+      samples.set(m.lane, buf);
+    } else queue.push(line);
+  };
   if (opt.controlFd) {
     let rest = "";
     fs.createReadStream(null, { fd: opt.controlFd }).on("data", (d) => {
       rest += d.toString();
       let i;
       while ((i = rest.indexOf("\n")) >= 0) {
-        queue.push(rest.slice(0, i));
+        take(rest.slice(0, i));
         rest = rest.slice(i + 1);
       }
     });
   }
   return {
     take: () => (queue.length ? queue.shift() : ""),
-    start: () => opt.shelf || "[]",
+    sample: (lane) => {
+      const buf = samples.get(lane);
+      if (!buf || !buf.length) return null;
+      const now = Date.now();
+      while (buf.length > 1 && buf[1][0] <= now) buf.shift();
+      return buf[0][1];
+    },
+    start: () =>
+      JSON.stringify({ grams: JSON.parse(opt.shelf || "[]"), physics: !!opt.physics }),
     reset: () => {
       process.stdout.write("", () => process.exit(75));
     },

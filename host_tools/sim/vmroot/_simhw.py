@@ -79,8 +79,10 @@ def _poll():
         msg = _simctl.take()
 
 
-def setup(start_grams):
+def setup(info):
     global clock
+    start_grams = info.get("grams") or []
+    physics = info.get("physics")
     clock = machine.fake_reset(realtime=True)
     network.fake_reset_network()
     try:
@@ -96,6 +98,13 @@ def setup(start_grams):
         lane = _Lane(start_grams[i] if i < len(start_grams) else 0.0)
         lanes.append(lane)
 
+        def streamed(gain, i=i):
+            # the host's physics (creep, crosstalk, ringing, glitches...): its current reading
+            if i == 0:
+                _poll()
+            raw = _simctl.sample(i)
+            return offset(i) if raw is None else raw
+
         def source(gain, lane=lane, i=i):
             if i == 0:
                 _poll()
@@ -103,4 +112,5 @@ def setup(start_grams):
             noise = (seed[0] % 2001 - 1000) / 1000 * 0.4  # +-0.4 g
             return offset(i) + int((lane.at(clock.now) + noise) * CPG)
 
-        FakeHX711(hx["sck"], douts[i], source, sps=sps, settle=1, history=4)
+        FakeHX711(hx["sck"], douts[i], streamed if physics else source, sps=sps, settle=1,
+                  history=4)
