@@ -143,21 +143,48 @@ class VirtualBoard:
         """Change what lies on a lane by `grams` over `ms` (a hand putting or taking)."""
         if not 0 <= lane < len(self.shelf):
             raise ValueError(f"lane must be 0..{len(self.shelf) - 1}")
+        if self.physics is not None:
+            self._physics_load(lane, grams)
+            return
         self.shelf[lane] += grams
         tmp = self.dir / (SHELF_FILE + ".tmp")
         tmp.write_text(json.dumps(self.shelf))
         tmp.replace(self.dir / SHELF_FILE)
         self._hardware({"cmd": "load", "lane": lane, "grams": grams, "ms": ms})
 
+    def _physics_load(self, lane: int, grams: float) -> None:
+        # whole items of the lane's product are picked or put; anything else put down is a
+        # foreign object (the physics only takes away what is there)
+        feed = self.physics
+        if lane >= feed.n:
+            raise ValueError(f"lane must be 0..{feed.n - 1}")
+        unit = feed.stock[lane].unit_g
+        n = round(grams / unit)
+        if n and abs(grams - n * unit) <= 0.15 * unit:
+            if n < 0 and -n > feed.items(lane):
+                raise ValueError(f"lane {lane} holds only {feed.items(lane)} items")
+            (feed.pick(lane, -n) if n < 0 else feed.put(lane, n))
+        elif grams > 0:
+            feed.place_foreign(lane, grams)
+        else:
+            raise ValueError(f"lane {lane}: {grams} g is no whole number of its "
+                             f"{unit} g items")
+
     def wifi(self, up: bool) -> None:
         self._hardware({"cmd": "wifi", "up": up})
 
     def bump(self, grams: float = 200.0) -> None:
         """Knock the shelf: every lane rings for a second, nothing changes."""
+        if self.physics is not None:
+            self.physics.bump(grams)
+            return
         self._hardware({"cmd": "bump", "grams": grams})
 
     def rest(self, lane: int, grams: float, seconds: float) -> None:
         """A hand rests on a lane for `seconds`, then leaves (in the background)."""
+        if self.physics is not None:
+            self.physics.rest(lane, grams, seconds)
+            return
         self._hardware({"cmd": "load", "lane": lane, "grams": grams, "ms": 300})
         timer = threading.Timer(seconds, self._hardware,
                                 ({"cmd": "load", "lane": lane, "grams": -grams, "ms": 300},))
@@ -232,8 +259,14 @@ class VirtualBoard:
             self.hard_reset()
         elif kind != "state":
             raise ValueError(f"unknown command {kind!r}")
-        return {"ok": True, "running": self.running(), "boots": self.boots,
-                "shelf_g": self.shelf, "port": self.port}
+        state = {"ok": True, "running": self.running(), "boots": self.boots,
+                 "port": self.port}
+        if self.physics is not None:
+            state["lanes"] = [{"sku": s.sku, "unit_g": s.unit_g, "items": self.physics.items(i)}
+                              for i, s in enumerate(self.physics.stock)]
+        else:
+            state["shelf_g"] = self.shelf
+        return state
 
     # ---- the VM behind the port ----------------------------------------------------------
 

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default="store-1", help="store id (default store-1)")
     parser.add_argument("--blank", action="store_true",
                         help="empty filesystem: nothing deployed or provisioned")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="the shelf's physics and products (default 1)")
+    parser.add_argument("--simple-lanes", action="store_true",
+                        help="250 g items on ideal cells instead of the trace generator's "
+                             "physics")
 
 
 def shelf_config(device: str, store: str, broker: str, lanes: int) -> dict:
@@ -76,6 +81,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def provision(board: VirtualBoard, args: argparse.Namespace) -> None:
+    feed = board.physics
     with SerialTransport(board.port, timeout=30) as t:
         if not (board.dir / "main.py").exists():
             report = deploy_firmware(t)
@@ -85,13 +91,21 @@ def provision(board: VirtualBoard, args: argparse.Namespace) -> None:
         if args.broker:
             cfg = (shelf_config(args.id, args.store, args.broker, args.lanes)
                    if args.role == "shelf" else gate_config(args.id, args.store, args.broker))
+            if feed is not None:  # calibrated as a technician would the simulated cells
+                for lane, entry in enumerate(cfg["lanes"]):
+                    entry.update(feed.calibration(lane))
             put_json(t, cfg, "/config.json")
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    board = VirtualBoard(Path(args.fs), baud=args.baud)
-    fresh = not (Path(args.fs) / ".sim-shelf.json").exists()
+    feed = None
+    if args.role == "shelf" and not args.simple_lanes:
+        from host_tools.sim.physics_feed import PhysicsFeed
+
+        feed = PhysicsFeed(args.lanes, 10, args.seed)
+    board = VirtualBoard(Path(args.fs), baud=args.baud, physics=feed)
+    fresh = not (Path(args.fs) / ".sim-shelf.json").exists() and feed is None
     board.start()
     try:
         if args.role == "shelf" and fresh and not args.blank:

@@ -118,6 +118,10 @@ class PhysicsFeed:
         with self._lock:
             self.shelf.rest(lane, self._start(), grams, seconds * 1000)
 
+    def place_foreign(self, lane: int, grams: float) -> None:
+        with self._lock:
+            self.shelf.place_foreign(lane, self._start(), grams)
+
     def bump(self, grams: float = 200.0) -> None:
         with self._lock:
             self.shelf.bump(self._start(), grams)

@@ -41,7 +41,8 @@ def test_sim_board_and_ctl_end_to_end(tmp_path):
     fs = tmp_path / "vs-1"
     sub = Subscriber(broker, "store/v1/store-1/vs-1/#").start()
     proc = subprocess.Popen([*SHELFCTL, "sim", "board", "--id", "vs-1", "--fs", str(fs),
-                             "--baud", "0", "--lanes", "3", "--broker", broker.url],
+                             "--baud", "0", "--lanes", "3", "--broker", broker.url,
+                             "--simple-lanes"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -93,3 +94,45 @@ def test_sim_board_and_ctl_end_to_end(tmp_path):
         broker.stop()
     assert not (fs / "serial").exists()
     assert (fs / "outbox").is_dir() and (fs / "config.json").exists()  # the flash stays
+
+
+def test_sim_board_with_the_generator_physics(tmp_path):
+    broker = Broker(tmp_path / "broker")
+    try:
+        broker.start()
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
+    fs = tmp_path / "vs-2"
+    sub = Subscriber(broker, "store/v1/store-1/vs-2/#").start()
+    proc = subprocess.Popen([*SHELFCTL, "sim", "board", "--id", "vs-2", "--fs", str(fs),
+                             "--baud", "0", "--lanes", "4", "--broker", broker.url,
+                             "--seed", "7"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        while not re.match(r"^/dev/pts/\d+$", proc.stdout.readline().strip()):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        code, out, _ = ctl(fs, "state")
+        lanes = json.loads(out)["lanes"]
+        assert code == 0 and len(lanes) == 4 and all(ln["items"] > 0 for ln in lanes)
+        end = time.monotonic() + 60
+        while not any(m.topic.endswith("/status") and b"online" in m.payload.encode()
+                      for m in list(sub.messages)):
+            assert time.monotonic() < end, "the board never came online"
+            time.sleep(0.1)
+        time.sleep(3)
+        big = max(range(4), key=lambda i: lanes[i]["unit_g"])  # an item the detector can't miss
+        assert ctl(fs, "items", lanes[big]["sku"], "-1")[0] == 0
+        end = time.monotonic() + 30
+        while not [m for m in list(sub.messages) if m.topic.endswith("/event")]:
+            assert time.monotonic() < end, "no event for the pick"
+            time.sleep(0.1)
+        ev = json.loads([m for m in sub.messages if m.topic.endswith("/event")][0].payload)
+        assert (ev["lane"], ev["count"], ev["sku"]) == (big, -1, lanes[big]["sku"])
+        code, out, _ = ctl(fs, "state")
+        assert json.loads(out)["lanes"][big]["items"] == lanes[big]["items"] - 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        sub.stop()
+        broker.stop()
