@@ -53,10 +53,11 @@ class PhysicsFeed:
     # ---- what provisioning needs ----------------------------------------------------------
 
     def calibration(self, lane: int) -> dict:
-        """The lane as a technician would provision it: tared with its tray on."""
+        """The lane as a technician would provision it: tared with its tray on (the physics
+        measures grams from the tray, so its offset is that zero)."""
         p = self.physics.lanes[lane]
         s = self.stock[lane]
-        return {"offset": int(p.offset + round(p.counts_per_gram * s.tray_g)),
+        return {"offset": int(p.offset),
                 "counts_per_gram": round(p.counts_per_gram, 4), "unit_g": s.unit_g,
                 "sku": s.sku, "capacity": s.capacity}
 
