@@ -84,7 +84,7 @@ class Parts:
     """What the board gives the runtime. Off the board, tests and the virtual board fill it."""
 
     def __init__(self, wlan=None, transport=None, bank=None, make_wdt=None, reset=None,
-                 sntp=None, on_healthy=None):
+                 sntp=None, on_healthy=None, uart=None):
         self.wlan = wlan  # network.WLAN station, or None: the link is always up
         self.transport = transport  # net.transport.Transport-like, or None: from config
         self.bank = bank  # drivers.hx711.HX711Bank-like, or None: from config and pins
@@ -93,6 +93,7 @@ class Parts:
         self.reset = reset  # callable that restarts the board
         self.sntp = sntp  # async callable(clock, host) -> bool, or None: net.clock.sync
         self.on_healthy = on_healthy  # called once the device has run HEALTHY_S seconds
+        self.uart = uart  # the gate's scanner UART, or None: from board.json
 
 
 class Device(Handler):
@@ -126,8 +127,17 @@ class Device(Handler):
         self._reporting_drop = False
         self.lanes = 0
         self.sampler = None
+        self.scanner = None
+        self.led = None
+        board = cfg.board or {}
+        if board.get("led") is not None:
+            from machine import Pin
+
+            self.led = Pin(board["led"], Pin.OUT, value=0)
         if self.role == "shelf":
             self._make_shelf(parts, cfg)
+        elif self.role == "gate":
+            self._make_gate(parts, board)
         self.commands = Commands(self)
         broker = data["broker"]
         self._transport_inner = parts.transport or self._transport(broker)
@@ -169,6 +179,33 @@ class Device(Handler):
         self.lanes = len(cals)
         self.sampler = Sampler(bank, cals, self.data["sps"], self._on_change,
                                self._on_fault)
+
+    def _make_gate(self, parts, board):
+        # What a gate does with a code (open for a known shopper, exit) is the gate logic's
+        # job; the controller reads its scanner and publishes every code as a scan event.
+        from drivers.qrscanner import QRScanner
+
+        uart = parts.uart
+        if uart is None:
+            from machine import UART
+
+            u = board["scanner_uart"]
+            uart = UART(u["id"], baudrate=self.data["gate"]["scanner"]["baud"], tx=u["tx"],
+                        rx=u["rx"])
+        self.scanner = QRScanner(uart)
+
+    async def _scan_task(self, tick):
+        scanner = self.scanner
+        if scanner is None:
+            return
+        while True:
+            tick()
+            code = scanner.poll()
+            if code is None:
+                await asyncio.sleep_ms(20)
+                continue
+            dev, seq, boot, ts, up = self._envelope()
+            self._store(event.scan_event(dev, seq, boot, ts, up, code), seq)
 
     # ---- events: sampler -> outbox -------------------------------------------------------
 
@@ -452,6 +489,8 @@ class Device(Handler):
         up = False
         while True:
             tick()
+            if self.led is not None:  # the status LED: lit while the broker is reachable
+                self.led.value(1 if self.mqtt.is_connected else 0)
             now_up = self._link_up()
             if now_up and not up:
                 await self.mqtt.stop(disconnect=False)
@@ -479,6 +518,9 @@ class Device(Handler):
         if sampler is not None:
             tick = wd.register("sampler", 3000)
             tasks.append(_guarded("sampler", lambda: sampler.run(tick)))
+        if self.scanner is not None:
+            tasks.append(_guarded("scanner", _bind(self._scan_task,
+                                                   wd.register("scanner", 3000))))
         for name, fn in (("publisher", self._publisher), ("commands", self._command_task),
                          ("telemetry", self._telemetry_task), ("clock", self._clock_task),
                          ("link", self._link_task)):

@@ -16,7 +16,7 @@ from micropython import const
 VERSION = const(1)
 MAX_EVENT_BYTES = const(1024)
 SHELF_TYPES = ("pick", "put", "change")
-TYPES = ("pick", "put", "change", "fault")
+TYPES = ("pick", "put", "change", "fault", "scan")
 _MAX_MSG = const(120)
 _HEX = "0123456789abcdef"
 _CODE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
@@ -108,4 +108,13 @@ def fault_event(device, seq, boot, ts, uptime_ms, code, msg="", lane=None):
             + ',"code":' + jstr(code)
             + ',"msg":' + jstr("".join(line))
             + ',"lane":' + _jint(lane)
+            + "}").encode()
+
+
+def scan_event(device, seq, boot, ts, uptime_ms, code, source="scanner"):
+    """A code read at a gate as JSON bytes (what a gate does with it is the gate's logic).
+    source: "scanner" (the QR reader) or another input of the gate."""
+    return (_head("scan", device, seq, boot, ts, uptime_ms)
+            + ',"code":' + jstr(code)
+            + ',"source":' + jstr(source)
             + "}").encode()

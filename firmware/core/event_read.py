@@ -46,6 +46,12 @@ FAULT_EVENT = Dict(None, *(_ENVELOPE + (
 )))
 
 
+SCAN_EVENT = Dict(None, *(_ENVELOPE + (
+    Str("code", min_len=1, max_len=256),
+    Str("source", min_len=1, max_len=24, chars=_CODE_CHARS, chars_desc="a-z 0-9 _"),
+)))
+
+
 def _loads(data):
     # JSON -> value; EventError (a class, never a JSON value) when it is not JSON
     try:
@@ -70,10 +76,10 @@ def parse_event(data):
     if not isinstance(obj, dict):
         raise EventError("event: must be a JSON object")
     typ = obj.get("type")
-    schema = FAULT_EVENT if typ == "fault" else SHELF_EVENT
+    schema = FAULT_EVENT if typ == "fault" else SCAN_EVENT if typ == "scan" else SHELF_EVENT
     ev, errors = validate(obj, schema)
     if not errors:
-        count = ev["count"] if typ != "fault" else None
+        count = ev["count"] if typ not in ("fault", "scan") else None
         if typ == "pick" and not (type(count) is int and count < 0):
             errors.append("count: a pick takes items: must be < 0 (got %s)" % _jint(count))
         elif typ == "put" and not (type(count) is int and count > 0):

@@ -75,6 +75,7 @@ class VirtualBoard:
         self._paste_seen = 0
         self._maybe_paste = b""
         self._ctl_w = -1  # pipe to the running VM's hardware (vboard --control-fd)
+        self.outputs: dict[str, int | None] = {}  # relay, led: as the board drives them
         self.shelf: list[float] = self._load_shelf()
         self._server: socket.socket | None = None
 
@@ -251,6 +252,13 @@ class VirtualBoard:
             self.rest(int(cmd["lane"]), float(cmd["grams"]), float(cmd["seconds"]))
         elif kind == "bump":
             self.bump(float(cmd.get("grams", 200)))
+        elif kind == "scan":
+            text = str(cmd["text"])
+            if not text or len(text) > 256 or any(not 32 <= ord(c) < 127 for c in text):
+                raise ValueError("scan text: 1-256 printable ASCII characters")
+            self._hardware({"cmd": "scan", "text": text})
+        elif kind == "beam":
+            self._hardware({"cmd": "beam", "ms": int(cmd.get("ms", 300))})
         elif kind == "wifi":
             self.wifi(bool(cmd["up"]))
         elif kind == "power_off":
@@ -260,7 +268,7 @@ class VirtualBoard:
         elif kind != "state":
             raise ValueError(f"unknown command {kind!r}")
         state = {"ok": True, "running": self.running(), "boots": self.boots,
-                 "port": self.port}
+                 "port": self.port, "outputs": dict(self.outputs)}
         if self.physics is not None:
             state["lanes"] = [{"sku": s.sku, "unit_g": s.unit_g, "items": self.physics.items(i)}
                               for i, s in enumerate(self.physics.stock)]
@@ -287,18 +295,33 @@ class VirtualBoard:
             if self._ctl_w >= 0:
                 os.close(self._ctl_w)
             ctl_r, self._ctl_w = os.pipe()
+            st_r, st_w = os.pipe()
+            self.outputs = {}
             self._vm = subprocess.Popen(
                 ["node", str(VBOARD), "--flash", str(self.dir), "--sim", str(self.hardware),
                  "--sim", str(VMROOT), "--mode", mode, "--heap", str(self.heap),
                  "--shelf", json.dumps(self.shelf), "--control-fd", str(ctl_r),
+                 "--status-fd", str(st_w),
                  *(["--physics"] if self.physics is not None else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                pass_fds=(ctl_r,))
+                pass_fds=(ctl_r, st_w))
             os.close(ctl_r)
+            os.close(st_w)
+            threading.Thread(target=self._status, args=(st_r,), daemon=True).start()
             self.boots += 1
             t = threading.Thread(target=self._from_board, args=(self._vm,),
                                  name="vboard-board", daemon=True)
             t.start()
+
+    def _status(self, fd: int) -> None:
+        # what the board's outputs do, as the VM reports it
+        with os.fdopen(fd, "rb") as f:
+            for line in f:
+                try:
+                    msg = json.loads(line)
+                    self.outputs[msg["output"]] = msg["level"]
+                except (ValueError, KeyError, TypeError):
+                    continue
 
     def _to_vm(self, data: bytes) -> None:
         with self._lock:

@@ -4,6 +4,8 @@
     items SKU COUNT             put (+) or take (-) COUNT items of SKU (the board's planogram)
     rest LANE GRAMS SECONDS     a hand rests on a lane, then leaves
     bump [GRAMS]                knock the shelf: every lane rings, nothing changes
+    scan TEXT                   the gate's QR scanner reads TEXT
+    beam [MS]                   something breaks the gate's beam for MS ms (default 300)
     wifi up|down                the access point comes back / goes away
     power off|on                cut the power without warning / power on
     reset                       press EN (power-on reset)
@@ -25,8 +27,8 @@ from host_tools.sim.board import CONTROL_SOCKET
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", metavar="DIR", help="the board's --fs directory")
     parser.add_argument("command",
-                        choices=("load", "items", "rest", "bump", "wifi", "power", "reset",
-                                 "state"))
+                        choices=("load", "items", "rest", "bump", "scan", "beam", "wifi",
+                                 "power", "reset", "state"))
     parser.add_argument("args", nargs="*", help="LANE GRAMS | up/down | off/on")
     parser.add_argument("--ms", type=int, default=400, help="how long a load change takes")
 
@@ -46,14 +48,20 @@ def build(args: argparse.Namespace) -> dict:
         if args.command == "rest" and len(a) == 3:
             return {"cmd": "rest", "lane": int(a[0]), "grams": float(a[1]),
                     "seconds": float(a[2])}
+        if args.command == "scan" and len(a) == 1:
+            return {"cmd": "scan", "text": a[0]}
+        if args.command == "beam" and len(a) <= 1:
+            return {"cmd": "beam", "ms": int(a[0]) if a else 300}
         if args.command == "bump" and len(a) <= 1:
             return {"cmd": "bump", "grams": float(a[0]) if a else 200.0}
     except ValueError:
         raise UserError(f"{args.command}: bad numbers in {' '.join(a)}") from None
-    if args.command in ("items", "rest", "bump"):
+    if args.command in ("items", "rest", "bump", "scan", "beam"):
         raise UserError({"items": "items needs SKU COUNT, e.g. items SKU-02 -1",
                          "rest": "rest needs LANE GRAMS SECONDS",
-                         "bump": "bump takes at most GRAMS"}[args.command])
+                         "bump": "bump takes at most GRAMS",
+                         "scan": "scan needs the TEXT the scanner reads",
+                         "beam": "beam takes at most MS"}[args.command])
     if args.command == "wifi":
         if a not in (["up"], ["down"]):
             raise UserError("wifi needs up or down")

@@ -42,6 +42,7 @@ function parse(argv) {
     else if (a === "--shelf") opt.shelf = argv[++i];
     else if (a === "--physics") opt.physics = true;
     else if (a === "--control-fd") opt.controlFd = parseInt(argv[++i], 10);
+    else if (a === "--status-fd") opt.statusFd = parseInt(argv[++i], 10);
     else throw new Error(`unknown option ${a}`);
   }
   if (!opt.flash || !opt.sim) throw new Error("--flash and --sim are required");
@@ -238,6 +239,9 @@ function simctl(opt) {
   }
   return {
     take: () => (queue.length ? queue.shift() : ""),
+    report: (line) => {
+      if (opt.statusFd) fs.writeSync(opt.statusFd, line + "\n");
+    },
     sample: (lane) => {
       const buf = samples.get(lane);
       if (!buf || !buf.length) return null;

@@ -120,7 +120,7 @@ def test_parse_rejects_bad_events():
         (b" " * (MAX_EVENT_BYTES + 1), "event: too large (1025 bytes, at most 1024)"),
         (_replace(PICK_BYTES, b'"v":1', b'"v":2'), "v: must be one of 1 (got 2)"),
         (_replace(PICK_BYTES, b'"pick"', b'"entry"'),
-         'type: must be one of "pick", "put", "change", "fault" (got "entry")'),
+         'type: must be one of "pick", "put", "change", "fault", "scan" (got "entry")'),
         (_replace(PICK_BYTES, b'"count":-1', b'"count":1'),
          "count: a pick takes items: must be < 0 (got 1)"),
         (_replace(PUT_BYTES, b'"count":2', b'"count":null'),
@@ -148,3 +148,19 @@ def test_parse_rejects_bad_events():
             assert isinstance(exc, ValueError)
         else:
             raise AssertionError("accepted " + repr(raw))
+
+
+def test_scan_event_bytes_and_parse():
+    from core.event import scan_event
+
+    data = scan_event("gate-1", 3, 2, None, 5012, "SHOPPER-42")
+    assert data == (b'{"v":1,"device":"gate-1","seq":3,"boot":2,"type":"scan","ts":null,'
+                    b'"uptime_ms":5012,"code":"SHOPPER-42","source":"scanner"}')
+    ev = parse_event(data)
+    assert ev["type"] == "scan" and ev["code"] == "SHOPPER-42" and ev["ts"] is None
+    try:
+        parse_event(data.replace(b'"SHOPPER-42"', b'""'))
+    except EventError as exc:
+        assert "code" in str(exc)
+    else:
+        raise AssertionError("an empty code must be refused")

@@ -61,6 +61,20 @@ class _Lane:
 
 lanes = []
 clock = None
+board = {}
+_outputs = {}  # name -> last level reported to the host
+
+
+class _Beam:
+    # The beam-break receiver's output: low while something is in the beam.
+    def __init__(self):
+        self.until = 0
+
+    def dout(self, now):
+        return 0 if now < self.until else 1
+
+
+_beam = _Beam()
 
 
 def _poll():
@@ -76,20 +90,56 @@ def _poll():
                 lane.bump(clock.now, cmd["grams"])
         elif kind == "wifi":
             network.fake_ap(up=bool(cmd.get("up")))
+        elif kind == "scan":
+            uart = board.get("scanner_uart") or {}
+            u = machine.fake_uart(uart.get("id"))
+            if u is not None:  # the firmware opened the scanner's UART
+                u.feed((cmd["text"] + "\r").encode())
+        elif kind == "beam":
+            _beam.until = clock.now + int(cmd.get("ms", 300)) * 1000
         msg = _simctl.take()
 
 
+def _report():
+    # outputs the host may ask about (relay, status LED), sent when they change
+    for name in ("relay", "led"):
+        pin = board.get(name)
+        if pin is None:
+            continue
+        level = machine.fake_level(pin)
+        if _outputs.get(name) != level:
+            _outputs[name] = level
+            _simctl.report(json.dumps({"output": name, "level": level}))
+
+
+async def _hardware_task():
+    import asyncio
+
+    while True:
+        _poll()
+        _report()
+        await asyncio.sleep_ms(20)
+
+
 def setup(info):
-    global clock
+    global clock, board
     start_grams = info.get("grams") or []
     physics = info.get("physics")
     clock = machine.fake_reset(realtime=True)
     network.fake_reset_network()
+    import asyncio
+
+    asyncio.create_task(_hardware_task())
     try:
         board = json.load(open("/board.json"))
-        sps = json.load(open("/config.json")).get("sps", 10)
     except (OSError, ValueError):
         return  # a blank board: no wiring known yet
+    if board.get("beam") is not None:
+        machine.fake_attach(_beam, None, board["beam"])
+    try:
+        sps = json.load(open("/config.json")).get("sps", 10)
+    except (OSError, ValueError):
+        sps = 10
     hx = board.get("hx711") or {}
     douts = hx.get("dout") or []
     seed = [12345]

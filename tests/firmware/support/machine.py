@@ -158,6 +158,8 @@ class _Board:
         self.clock = clock
         self.by_sck = {}  # pin id -> chips clocked by it
         self.by_dout = {}  # pin id -> the chip driving it
+        self.levels = {}  # pin id -> level an output pin drives (relay, LED: for tests)
+        self.uarts = {}  # UART id -> the UART
 
     def read(self, pin):
         if pin.mode == Pin.OUT:
@@ -172,6 +174,8 @@ class _Board:
     def write(self, pin, level):
         old = pin.level
         pin.level = level
+        if pin.mode == Pin.OUT:
+            self.levels[pin.id] = level
         if pin.mode != Pin.OUT or old == level:
             return  # an input pin does not drive the line
         for chip in self.by_sck.get(pin.id, ()):
@@ -191,6 +195,16 @@ def fake_reset(start_us=0, realtime=False):
 
 def fake_clock():
     return _board.clock
+
+
+def fake_level(pin_id):
+    """The level an output pin last drove (None: never driven)."""
+    return _board.levels.get(pin_id)
+
+
+def fake_uart(uart_id):
+    """The UART the firmware opened with this id (None if not opened): feed() it bytes."""
+    return _board.uarts.get(uart_id)
 
 
 def fake_attach(chip, sck, dout):
@@ -329,3 +343,46 @@ class WDT:
 
     def expired(self):
         return _board.clock.now - self.last_feed_us > self.timeout * 1000
+
+
+class UART:
+    """A UART whose receive side a test (or the virtual board's scanner) feeds."""
+
+    def __init__(self, id, baudrate=9600, bits=8, parity=None, stop=1, tx=None, rx=None,
+                 rxbuf=256, timeout=0):
+        self.id = id
+        self.baudrate = baudrate
+        self.rxbuf = rxbuf
+        self._rx = bytearray()
+        self.sent = bytearray()
+        self.overruns = 0
+        _board.uarts[id] = self
+
+    def init(self, baudrate=9600, **kw):
+        self.baudrate = baudrate
+
+    def feed(self, data):
+        # what arrives on RX; beyond the receive buffer it is lost, as on a board
+        room = self.rxbuf - len(self._rx)
+        if len(data) > room:
+            self.overruns += 1
+            data = data[:room]
+        self._rx.extend(data)
+
+    def any(self):
+        return len(self._rx)
+
+    def read(self, n=-1):
+        if not self._rx:
+            return None
+        if n < 0 or n >= len(self._rx):
+            out = bytes(self._rx)
+            self._rx = bytearray()
+        else:
+            out = bytes(self._rx[:n])
+            self._rx = self._rx[n:]
+        return out
+
+    def write(self, data):
+        self.sent.extend(data)
+        return len(data)
