@@ -76,6 +76,7 @@ class VirtualBoard:
         self._maybe_paste = b""
         self._ctl_w = -1  # pipe to the running VM's hardware (vboard --control-fd)
         self.outputs: dict[str, int | None] = {}  # relay, led: as the board drives them
+        self._stage = ""  # "main" while main.py runs, "repl" once the REPL reads bytes
         self.shelf: list[float] = self._load_shelf()
         self._server: socket.socket | None = None
 
@@ -297,6 +298,7 @@ class VirtualBoard:
             ctl_r, self._ctl_w = os.pipe()
             st_r, st_w = os.pipe()
             self.outputs = {}
+            self._stage = ""
             self._vm = subprocess.Popen(
                 ["node", str(VBOARD), "--flash", str(self.dir), "--sim", str(self.hardware),
                  "--sim", str(VMROOT), "--mode", mode, "--heap", str(self.heap),
@@ -319,7 +321,10 @@ class VirtualBoard:
             for line in f:
                 try:
                     msg = json.loads(line)
-                    self.outputs[msg["output"]] = msg["level"]
+                    if "boot" in msg:
+                        self._stage = msg["boot"]
+                    else:
+                        self.outputs[msg["output"]] = msg["level"]
                 except (ValueError, KeyError, TypeError):
                     continue
 
@@ -422,7 +427,20 @@ class VirtualBoard:
             return
         self._plain_byte(b)
 
+    def _interrupt_main(self, vm: subprocess.Popen[bytes] | None) -> None:
+        # A main.py that never yields to the host's event loop cannot see a Ctrl-C; if it
+        # did not end within a moment, the board starts again without it (its state is
+        # lost, unlike a real interrupt; docs/virtual-board.md).
+        time.sleep(0.5)
+        if vm is self._vm and self._stage == "main" and not self._stopping:
+            self._to_host(b"Traceback (most recent call last):\r\n"
+                          b"  File \"main.py\"\r\nKeyboardInterrupt: \r\n")
+            self._boot("nomain")
+
     def _plain_byte(self, b: int) -> None:
+        if b == 0x03 and self._stage == "main":
+            threading.Thread(target=self._interrupt_main, args=(self._vm,),
+                             daemon=True).start()
         if b == 0x04 and self._typed == 0:
             self._soft_reboot()
             return

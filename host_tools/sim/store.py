@@ -2,10 +2,11 @@
 
 N shelf boards and M gate boards (each the real firmware in the MicroPython VM behind its own
 pty), deployed and provisioned through their serial ports, on one broker (mosquitto started
-here unless --broker is given). Shoppers enter, take items from lanes (and do what shoppers
-do besides: lift an item and put it back, rest a hand, put an item back a while later) and
-leave. The live event stream is printed as it arrives; at the end, each shopper's receipt
-from the events next to what the shopper really took (--truth writes that as JSON).
+here unless --broker is given). Shoppers enter (their app code at the first gate's QR
+scanner), take items from lanes (and do what shoppers do besides: lift an item and put it
+back, rest a hand, put an item back a while later) and leave (scanning again). The live event
+stream is printed as it arrives; at the end, each shopper's receipt from the events next to
+what the shopper really took (--truth writes that as JSON).
 
 Events are attributed to shoppers the way the simulation knows it: an event on a lane belongs
 to the shopper whose hand was last in that lane before it (a real store gets this from its
@@ -270,8 +271,14 @@ def play(store: Store, shoppers: list[Shopper], log) -> list[tuple[float, int, i
     hands: list[tuple[float, int, int, int]] = []
     t_start = time.monotonic()
 
+    def gate(text: str) -> None:
+        # the shopper's app code at the gate's QR scanner (entry and exit)
+        if store.gates:
+            store.gates[0].control({"cmd": "scan", "text": text})
+
     def walk(s: Shopper) -> None:
         time.sleep(s.id * 1.5)
+        gate(f"SHOPPER-{s.id}")
         log(f"shopper {s.id} enters")
         for v in s.visits:
             with busy[v.shelf]:
@@ -281,6 +288,7 @@ def play(store: Store, shoppers: list[Shopper], log) -> list[tuple[float, int, i
                         store.act(a)
                     time.sleep(SETTLE_S if step[0].kind != "touch" else 0.8)
                 time.sleep(0.5)
+        gate(f"SHOPPER-{s.id}")
         log(f"shopper {s.id} leaves after {time.monotonic() - t_start:.0f} s")
 
     threads = [threading.Thread(target=walk, args=(s,)) for s in shoppers]
@@ -345,6 +353,9 @@ def run(args: argparse.Namespace) -> int:
             observer = Observer(url)
 
             def show(ev: dict) -> None:
+                if ev.get("type") == "scan":
+                    log(f"event {ev['device']} #{ev['seq']:<3} scan {ev.get('code')}")
+                    return
                 count = ev.get("count")
                 what = f"{ev['type']:<6} {count if count is not None else '?':>3}"
                 log(f"event {ev['device']} #{ev['seq']:<3} lane {ev.get('lane')} "
@@ -379,7 +390,9 @@ def run(args: argparse.Namespace) -> int:
                 exact += ok
                 print(f"shopper {s.id}: receipt {got or '{}'}")
                 print(f"           truth   {truth or '{}'}  {'exact' if ok else 'DIFFERS'}")
-            print(f"\n{exact}/{len(shoppers)} receipts exact; {len(events)} events")
+            scans = [ev for _, ev in events if ev.get("type") == "scan"]
+            print(f"\n{exact}/{len(shoppers)} receipts exact; {len(events) - len(scans)} "
+                  f"shelf events, {len(scans)} gate scans")
             if args.truth:
                 Path(args.truth).write_text(json.dumps(
                     {str(s.id): dict(s.took) for s in shoppers}, indent=1) + "\n")

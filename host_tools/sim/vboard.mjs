@@ -14,7 +14,8 @@
 //              _simboot.py runs first at every boot (errno numbers and the root listing as
 //              on a board).
 // --mode power run boot.py then main.py (power-on, soft reboot from the friendly REPL);
-//        raw   run boot.py, then enter the raw REPL (soft reboot from the raw REPL).
+//        raw   run boot.py, then enter the raw REPL (soft reboot from the raw REPL);
+//        nomain run boot.py, then the friendly REPL (main.py interrupted: see board.py).
 //
 // stdin bytes go to the REPL one after another (two feeders garble it). A Ctrl-C while code
 // runs raises KeyboardInterrupt in it; a Ctrl-C while the application runs in the background
@@ -273,8 +274,11 @@ async function runFile(mp, FS, name) {
   }
 }
 
+let report = () => {};
+
 async function main() {
   const opt = parse(process.argv.slice(2));
+  if (opt.statusFd) report = (obj) => fs.writeSync(opt.statusFd, JSON.stringify(obj) + "\n");
   const pkg = createRequire(import.meta.url).resolve(PACKAGE);
   const { loadMicroPython } = await import(pathToFileURL(pkg).href);
   const mp = await loadMicroPython({
@@ -293,8 +297,25 @@ async function main() {
   mirror(FS, opt.flash);
   mp.runPython("import sys\nsys.path.append('/_sim')\nimport os\nos.chdir('/')\nimport _simboot");
 
+  // Bytes that arrive while boot.py / main.py run wait for the REPL, as they wait in a
+  // board's UART buffer; a Ctrl-C among them interrupts the running file.
+  let booting = true;
+  const early = [];
+  process.stdin.on("data", (data) => {
+    if (!booting) return onBytes(data);
+    for (const c of data) {
+      if (c === 3) mp._module._mp_sched_keyboard_interrupt();
+      else early.push(c);
+    }
+  });
+
   await runFile(mp, FS, "boot.py");
-  if (opt.mode === "power") await runFile(mp, FS, "main.py");
+  if (opt.mode === "power") {
+    // a main.py that never yields blocks this process's event loop: only the front can
+    // tell (no "repl" report) and restarts the board without it on a Ctrl-C
+    report({ boot: "main" });
+    await runFile(mp, FS, "main.py");
+  }
 
   // The REPL. Bytes strictly in order through one promise chain.
   let chain = Promise.resolve();
@@ -328,7 +349,7 @@ async function main() {
   const stopApp =
     "import sys\n_d = sys.modules.get('apps.device')\n" +
     "if _d is not None and hasattr(_d, 'stop_running'):\n    _d.stop_running()\ndel _d";
-  process.stdin.on("data", (data) => {
+  function onBytes(data) {
     for (const c of data) {
       if (c === 3) {
         if (running && Date.now() - since > 50) mp._module._mp_sched_keyboard_interrupt();
@@ -342,7 +363,10 @@ async function main() {
       }
       feed(c);
     }
-  });
+  }
+  booting = false;
+  report({ boot: "repl" });
+  onBytes(Buffer.from(early));
   process.stdin.on("end", () => chain.then(() => process.exit(0)));
 }
 

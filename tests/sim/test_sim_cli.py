@@ -136,3 +136,23 @@ def test_sim_board_with_the_generator_physics(tmp_path):
         proc.wait(20)
         sub.stop()
         broker.stop()
+
+
+def test_a_blank_board_has_an_empty_flash_and_a_repl(tmp_path):
+    from host_tools.board.transport import SerialTransport
+
+    fs = tmp_path / "blank"
+    proc = subprocess.Popen([*SHELFCTL, "sim", "board", "--id", "b-1", "--fs", str(fs),
+                             "--baud", "0", "--blank"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        assert re.match(r"^/dev/pts/\d+$", port), port
+        with SerialTransport(port) as t:
+            assert t.eval("__import__('os').listdir('/')") == []
+            assert "MicroPython v1.29" in t.exec("import sys\nprint(sys.version)") or \
+                t.eval("__import__('sys').implementation.version[:2]") == (1, 29)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

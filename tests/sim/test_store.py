@@ -44,6 +44,7 @@ def test_a_small_store_ends_with_exact_receipts(tmp_path, broker, lanes):
     assert "3 boards online" in out
     assert ("embedded Python broker" in out) == (broker == "embedded")
     assert re.search(r"event shelf-\d #1 ", out)
+    assert "event gate-0 #1   scan SHOPPER-1" in out and "4 gate scans" in out
     taken = json.loads(truth.read_text())
     assert set(taken) == {"1", "2"}
     assert "2/2 receipts exact" in out, out

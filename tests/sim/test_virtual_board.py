@@ -127,3 +127,20 @@ def test_paced_64k_transfer_takes_the_wire_time_and_arrives_intact(tmp_path):
         assert (tmp_path / "paced" / "blob.bin").read_bytes() == data
     finally:
         b.stop()
+
+
+def test_ctrl_c_interrupts_a_main_py_that_never_returns(board):
+    with SerialTransport(board.port) as t:
+        files.put(t, b"import time\nprint('looping')\nwhile True:\n    time.sleep_ms(10)\n",
+                  "/main.py")
+    board.hard_reset()
+    s = serial.Serial(board.port, 115200, timeout=0.1)
+    wait_for_text(s, b"looping", 20)
+    time.sleep(0.5)
+    s.write(b"\x03")
+    out = wait_for_text(s, b">>> ", 20)
+    assert b"KeyboardInterrupt" in out
+    s.write(b"print(2 + 3)\r")
+    assert b"5\r\n" in wait_for_text(s, b"5\r\n>>> ", 10)
+    with SerialTransport(board.port) as t:  # host tools work after it, as on a board
+        assert t.eval("1 + 1") == 2
