@@ -50,11 +50,15 @@ class BoardError(RuntimeError):
 
 class VirtualBoard:
     def __init__(self, fs_dir: Path, baud: int = 115200, hardware: Path = HARDWARE,
-                 heap: int = 192 * 1024, physics=None) -> None:
+                 heap: int = 192 * 1024, physics=None, rfc2217: int | None = None) -> None:
         """physics: a host_tools.sim.physics_feed.PhysicsFeed whose readings the lanes
-        convert (the trace generator's physics), or None for the simple lane model."""
+        convert (the trace generator's physics), or None for the simple lane model.
+        rfc2217: also serve the port over RFC 2217 on this TCP port (0: any), which carries
+        DTR/RTS: the reset pulse of esptool-style tools works there (see rfc2217.py)."""
         self.dir = Path(fs_dir)
         self.physics = physics
+        self.rfc2217_port = rfc2217
+        self.rfc2217 = None
         self.baud = baud
         self.hardware = hardware
         self.heap = heap
@@ -64,6 +68,7 @@ class VirtualBoard:
         self._vm: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()  # VM swap vs. writers
         self._out_lock = threading.Lock()
+        self._in_lock = threading.Lock()  # one byte at a time into the REPL state machine
         self._stopping = False
         self._threads: list[threading.Thread] = []
         # the host's view of the REPL, from what goes each way
@@ -96,12 +101,18 @@ class VirtualBoard:
         t.start()
         self._threads.append(t)
         self._serve_control()
+        if self.rfc2217_port is not None:
+            from host_tools.sim.rfc2217 import Rfc2217Server
+
+            self.rfc2217 = Rfc2217Server(self, self.rfc2217_port)
         if self.physics is not None:
             self.physics.attach(self._hardware)
         return self.port
 
     def stop(self) -> None:
         self._stopping = True
+        if self.rfc2217 is not None:
+            self.rfc2217.close()
         if self.physics is not None:
             self.physics.stop()
         self._kill_vm()
@@ -386,10 +397,23 @@ class VirtualBoard:
             for i in range(0, len(data), 64):
                 chunk = data[i:i + 64]
                 self._pace(len(chunk))
+                if self.rfc2217 is not None:
+                    self.rfc2217.send(chunk)
                 try:
                     os.write(self._master, chunk)
                 except OSError:
                     return
+
+    def note(self, data: bytes) -> None:
+        """Text from the board's surroundings onto the serial line (a sim message)."""
+        self._to_host(data)
+
+    def feed_host_bytes(self, data: bytes) -> None:
+        """Bytes from a host on another way in (RFC 2217), paced like the pty's."""
+        self._pace(len(data))
+        with self._in_lock:
+            for b in data:
+                self._host_byte(b)
 
     def _pace(self, n: int) -> None:
         if self.baud > 0:
@@ -407,8 +431,9 @@ class VirtualBoard:
                 time.sleep(0.01)
                 continue
             self._pace(len(data))
-            for b in data:
-                self._host_byte(b)
+            with self._in_lock:
+                for b in data:
+                    self._host_byte(b)
 
     def _host_byte(self, b: int) -> None:
         if self._paste is not None:

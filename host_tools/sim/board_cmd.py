@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default="store-1", help="store id (default store-1)")
     parser.add_argument("--blank", action="store_true",
                         help="empty filesystem: nothing deployed or provisioned")
+    parser.add_argument("--rfc2217", type=int, metavar="TCP_PORT",
+                        help="also serve the port as rfc2217://127.0.0.1:TCP_PORT (0: any), "
+                             "which carries DTR/RTS for esptool-style resets")
     parser.add_argument("--seed", type=int, default=1,
                         help="the shelf's physics and products (default 1)")
     parser.add_argument("--simple-lanes", action="store_true",
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         from host_tools.sim.physics_feed import PhysicsFeed
 
         feed = PhysicsFeed(args.lanes, 10, args.seed)
-    board = VirtualBoard(Path(args.fs), baud=args.baud, physics=feed)
+    board = VirtualBoard(Path(args.fs), baud=args.baud, physics=feed, rfc2217=args.rfc2217)
     fresh = not (Path(args.fs) / ".sim-shelf.json").exists() and feed is None
     board.start()
     try:
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"provisioning over {board.port} failed: {exc}") from None
             board.hard_reset()
         print(board.port, flush=True)
+        if board.rfc2217 is not None:
+            print(board.rfc2217.url, flush=True)
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:

@@ -144,3 +144,28 @@ def test_ctrl_c_interrupts_a_main_py_that_never_returns(board):
     assert b"5\r\n" in wait_for_text(s, b"5\r\n>>> ", 10)
     with SerialTransport(board.port) as t:  # host tools work after it, as on a board
         assert t.eval("1 + 1") == 2
+
+
+def test_rfc2217_port_carries_the_dtr_rts_reset(tmp_path):
+    b = VirtualBoard(tmp_path / "rfc", baud=0, rfc2217=0)
+    b.start()
+    try:
+        s = serial.serial_for_url(b.rfc2217.url, 115200, timeout=0.2)
+        s.write(b"\r\x03")
+        wait_for_text(s, b">>> ")
+        s.write(b"x = 41\r")
+        wait_for_text(s, b"x = 41\r\n>>> ")
+        boots = b.boots
+        s.dtr = False  # GPIO0 high
+        s.rts = True  # EN low: held in reset
+        time.sleep(0.1)
+        s.rts = False  # EN released: the chip boots, as esptool's reset does
+        wait_for_text(s, b"MicroPython v1.29", 20)
+        assert b.boots == boots + 1 and b.rfc2217.resets == 1
+        s.write(b"print('x' in globals())\r")
+        assert b"False" in wait_for_text(s, b"False\r\n>>> ")  # a fresh interpreter
+        with SerialTransport(b.port) as t:  # the pty is the same board
+            assert t.eval("1 + 2") == 3
+        s.close()
+    finally:
+        b.stop()
