@@ -5,6 +5,7 @@ and back after a power cut with its outbox."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -79,6 +80,27 @@ def test_firmware_runs_on_a_virtual_board(broker, tmp_path):
         ev = events()[0]
         assert (ev["lane"], ev["count"], ev["seq"], ev["boot"]) == (1, -1, 1, 1)
         assert abs(ev["delta_g"] + UNIT_G) < 5
+        # it answers commands: status, and a planogram change it keeps
+        def command(body: dict) -> dict:
+            subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q",
+                            "1", "-t", BASE + "/cmd", "-m", json.dumps(body)], check=True,
+                           timeout=10)
+
+            def acks():
+                return [json.loads(m.payload) for m in list(sub.messages)
+                        if m.topic == BASE + "/ack"]
+
+            wait_for(lambda: any(a["id"] == body["id"] for a in acks()), 20, body["id"])
+            return [a for a in acks() if a["id"] == body["id"]][0]
+
+        st = command({"id": "s1", "cmd": "status"})
+        assert st["ok"] and st["result"]["device"] == DEVICE and len(st["result"]["lanes"]) == 3
+        ack = command({"id": "p1", "cmd": "planogram", "lane": 0, "sku": "NEW-0",
+                       "unit_g": 125, "capacity": 40})
+        assert ack["ok"], ack
+        assert command({"id": "b1", "cmd": "tare", "lane": 9})["ok"] is False
+        saved = json.loads((tmp_path / "board" / "config.json").read_text())
+        assert saved["lanes"][0]["sku"] == "NEW-0"  # on the board's flash
         # power cut while the broker is away: the next pick waits on the board's flash
         broker.stop()
         board.load(2, -2 * UNIT_G)
