@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from host_tools.firmware import REPO, use_firmware
+from host_tools.firmware import HW_DIR, REPO, use_firmware
 from host_tools.mosquitto import Broker, ToolMissing
 
-SUPPORT = REPO / "tests" / "firmware" / "support"
+SUPPORT = HW_DIR
 BOARD = REPO / "boards" / "virtual.json"
 UNIT_G = 250
 CPG = 420

@@ -20,6 +20,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE_DIR = REPO / "firmware"
+#: The fake board (machine, network, HX711 chips, a loopback broker): what the firmware finds
+#: instead of an ESP32 in tests, benchmarks and the virtual board.
+HW_DIR = Path(__file__).resolve().parent / "sim" / "hw"
 
 
 def _micropython_shim() -> types.ModuleType:

@@ -29,12 +29,12 @@ import time
 import tty
 from pathlib import Path
 
-from host_tools.firmware import REPO
+from host_tools.firmware import HW_DIR
 
 VBOARD = Path(__file__).with_name("vboard.mjs")
 #: The board's hardware stand-ins inside the VM (machine, network, fake chips), and the
 #: virtual board's own boot hook (vmroot/_simboot.py).
-HARDWARE = REPO / "tests" / "firmware" / "support"
+HARDWARE = HW_DIR
 VMROOT = Path(__file__).with_name("vmroot")
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 FRIENDLY_PROMPT = b">>> "

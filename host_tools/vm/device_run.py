@@ -1,6 +1,6 @@
 """Run the whole shelf controller (apps.device) inside the MicroPython 1.29 VM.
 
-The firmware runs as on a board, asyncio and all, on the fake board of tests/firmware/support
+The firmware runs as on a board, asyncio and all, on the fake board of host_tools/sim/hw
 (fake HX711 chips speaking the pin protocol, in real time) with the in-process loopback
 broker standing in for mosquitto (the VM has no sockets). Used by a test (the runtime works in
 the real VM) and by `make bench` (its steady heap).
@@ -16,11 +16,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from host_tools.firmware import REPO
+from host_tools.firmware import HW_DIR, REPO
 from host_tools.mpy import compile_tree
 from host_tools.vm import run_micropython
 
-SUPPORT = REPO / "tests" / "firmware" / "support"
+SUPPORT = HW_DIR
 BOARD = REPO / "boards" / "virtual.json"
 UNIT_G = 250
 CPG = 420

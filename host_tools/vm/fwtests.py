@@ -8,7 +8,8 @@ The VM's filesystem mirrors the repository where the tests need it, with `/` sta
 repository root (the VM's working directory is `/`, as on a board):
 
     firmware/               -> /            (/core, /drivers: importable as on the board)
-    tests/firmware/support/ -> /lib         (fake `machine`, fake HX711, ...; on sys.path)
+    tests/firmware/support/ -> /lib         (test helpers; on sys.path)
+    host_tools/sim/hw/      -> /hw          (the fake board: machine, network, HX711; on sys.path)
     tests/firmware/         -> /tests/firmware   (the test modules; appended to sys.path)
     traces/                 -> /traces
 
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host_tools.firmware import REPO
+from host_tools.firmware import HW_DIR, REPO
 from host_tools.vm import DEFAULT_HEAP_KB, VMTimeout, run_micropython
 
 TESTS_DIR = REPO / "tests" / "firmware"
@@ -111,7 +112,8 @@ def vm_path_of(host_dir: Path) -> str:
 
 def vm_mounts(test_dir: Path = TESTS_DIR) -> dict[str, Path]:
     """VM path -> host path for a test run (the firmware itself is mounted at / first)."""
-    mounts = {"/lib": SUPPORT_DIR, "/tests/firmware": TESTS_DIR, "/traces": TRACES_DIR}
+    mounts = {"/lib": SUPPORT_DIR, "/hw": HW_DIR, "/tests/firmware": TESTS_DIR,
+              "/traces": TRACES_DIR}
     mounts[vm_path_of(test_dir)] = test_dir
     return {vm: host for vm, host in mounts.items() if host.exists()}
 
@@ -131,7 +133,7 @@ def run_test_file(
     path = path.resolve()
     tests = list(names) if names is not None else [n for n, _ in portable_functions(path)]
     module_dir = vm_path_of(path.parent)
-    cfg = {"path": [module_dir], "modules": [{"module": path.stem, "tests": tests}]}
+    cfg = {"path": [module_dir, "/hw"], "modules": [{"module": path.stem, "tests": tests}]}
     timeout = file_timeout() if timeout_s is None else timeout_s
     try:
         res = run_micropython(

@@ -7,7 +7,7 @@
 //   --heap SIZE          GC heap given to the VM: bytes, or with a k/m suffix (default 192k).
 //                        The port grows its heap beyond this on demand: it is NOT a limit.
 //   --mount HOST:VMDIR   copy a host directory tree into the VM's filesystem at VMDIR
-//                        (e.g. firmware:/  tests/firmware/support:/lib); a file works too.
+//                        (e.g. firmware:/  host_tools/sim/hw:/lib); a file works too.
 //   --file HOST:VMPATH   copy one host file to VMPATH (large inputs: one read, one copy).
 //   --cwd VMDIR          working directory for the script (default /, as on a board).
 //   --path VMDIR         append VMDIR to sys.path (default sys.path: '', '.frozen', '/lib').

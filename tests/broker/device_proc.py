@@ -31,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from host_tools.firmware import use_firmware  # noqa: E402
+from host_tools.firmware import HW_DIR, use_firmware  # noqa: E402
 
-use_firmware(REPO / "tests" / "firmware" / "support")
+use_firmware(HW_DIR)
 
 import machine  # noqa: E402  (the fake board)
 import network  # noqa: E402

@@ -1,5 +1,5 @@
 # Portable tests (CPython and the MicroPython VM) for drivers.hx711.HX711Bank, run against
-# fake HX711 chips on the fake `machine` board (tests/firmware/support), in virtual time.
+# fake HX711 chips on the fake `machine` board (host_tools/sim/hw), in virtual time.
 from array import array
 
 import machine

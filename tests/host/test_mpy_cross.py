@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from host_tools.firmware import FIRMWARE_DIR, REPO
+from host_tools.firmware import FIRMWARE_DIR, HW_DIR
 from host_tools.mpy import mpy_cross_cmd
 
-SUPPORT_DIR = REPO / "tests" / "firmware" / "support"
 NOT_IMPORTED = {"main", "boot"}
 # 'M', mpy version 6, no native code (so no arch / sub-version flags), 31-bit small ints
 # as on the ESP32 (and in the WebAssembly VM).
@@ -104,8 +103,7 @@ for name in {json.dumps(IMPORTABLE)}:
 print("@@mpy " + json.dumps(results))
 """
     mounts = {"/": out_dir}
-    if SUPPORT_DIR.is_dir():
-        mounts["/lib"] = SUPPORT_DIR
+    mounts["/lib"] = HW_DIR  # the fake `machine` the drivers import
     res = run_micropython(script, mounts=mounts, firmware=False, timeout_s=120).check()
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("@@mpy "))
     return json.loads(line[len("@@mpy "):])
