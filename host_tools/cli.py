@@ -14,11 +14,13 @@ import traceback
 from host_tools import __version__
 from host_tools.errors import UserError
 
-# (group, verb) -> (module, help). Modules expose add_arguments(parser) and run(args) -> int.
+# (group, verb) -> (module, help); verb "" for a verb of its own (`shelfctl deploy`). Modules
+# expose add_arguments(parser) and run(args) -> int.
 VERBS: dict[tuple[str, str], tuple[str, str]] = {
     ("trace", "replay"): ("host_tools.trace.replay", "replay a trace through the firmware"),
     ("trace", "score"): ("host_tools.trace.score", "score detection against a trace's truth"),
     ("trace", "gen"): ("host_tools.trace.gen", "generate realistic shelf traces with truth"),
+    ("deploy", ""): ("host_tools.deploy", "compile the firmware and put what changed on a board"),
     ("sim", "board"): ("host_tools.sim.board_cmd", "run one virtual board on a serial pty"),
     ("sim", "ctl"): ("host_tools.sim.ctl_cmd", "act on a running virtual board's hardware"),
     ("sim", "store"): ("host_tools.sim.store", "a virtual store of boards, played by shoppers"),
@@ -38,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
     group_parsers: dict[str, argparse._SubParsersAction] = {}
     for (group, verb), (module_name, help_text) in VERBS.items():
+        if not verb:  # a verb of its own: `shelfctl deploy ...`
+            vp = groups.add_parser(group, help=help_text, description=help_text)
+            vp.set_defaults(_module=module_name)
+            _module(module_name).add_arguments(vp)
+            continue
         if group not in group_parsers:
             gp = groups.add_parser(group, help=GROUP_HELP.get(group))
             group_parsers[group] = gp.add_subparsers(dest="verb", metavar="VERB")

@@ -88,8 +88,8 @@ def provision(board: VirtualBoard, args: argparse.Namespace) -> None:
     with SerialTransport(board.port, timeout=30) as t:
         if not (board.dir / "main.py").exists():
             report = deploy_firmware(t)
-            print(f"deployed {report.files} files, {report.bytes} bytes in {report.seconds} s",
-                  flush=True)
+            print(f"deployed {report.sent} files, {report.payload_bytes} bytes in "
+                  f"{report.seconds} s", flush=True)
         put_json(t, json.loads(BOARD_JSON.read_text()), "/board.json")
         if args.broker:
             cfg = (shelf_config(args.id, args.store, args.broker, args.lanes)
