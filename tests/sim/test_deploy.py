@@ -6,25 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from host_tools.board import files
 from host_tools.board.transport import SerialTransport
 from host_tools.deploy import deploy_firmware
-from host_tools.sim.board import VirtualBoard
 from host_tools.vm import node_available
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="Node.js / the VM not installed")
-
-
-@pytest.fixture
-def board(tmp_path: Path):
-    b = VirtualBoard(tmp_path / "board", baud=0)
-    b.start()
-    yield b
-    b.stop()
 
 
 def test_deploy_sends_only_what_changed_and_removes_shadowing_py(board, tmp_path):

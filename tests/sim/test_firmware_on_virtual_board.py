@@ -7,14 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
-
-import pytest
 
 from host_tools.board.transport import SerialTransport
 from host_tools.deploy import deploy_firmware, put_json
 from host_tools.firmware import REPO
-from host_tools.mosquitto import Broker, ToolMissing
 from host_tools.sim.board import VirtualBoard
 from tests.broker.conftest import Subscriber
 
@@ -30,17 +26,6 @@ def config(url: str) -> dict:
             "lanes": [{"offset": 100000 * (i + 1) - 8000, "counts_per_gram": 420,
                        "sku": f"SKU-{i}", "unit_g": UNIT_G, "capacity": 20}
                       for i in range(3)]}
-
-
-@pytest.fixture
-def broker(tmp_path: Path):
-    b = Broker(tmp_path / "broker")
-    try:
-        b.start()
-    except ToolMissing as exc:
-        pytest.skip(str(exc))
-    yield b
-    b.stop()
 
 
 def wait_for(cond, timeout: float, what: str) -> None:

@@ -4,44 +4,20 @@ beam-break input are there for the host to see and drive."""
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import sys
 import time
 
-import pytest
-
 from host_tools.board.transport import SerialTransport
-from host_tools.mosquitto import Broker, ToolMissing
 from tests.broker.conftest import Subscriber
 
-SHELFCTL = [sys.executable, "-m", "host_tools.cli"]
+from .conftest import ctl
 
 
-def ctl(fs, *args):
-    p = subprocess.run([*SHELFCTL, "sim", "ctl", str(fs), *args], capture_output=True,
-                       text=True, timeout=30)
-    return p.returncode, p.stdout
-
-
-def test_gate_publishes_scans_and_shows_its_outputs(tmp_path):
-    broker = Broker(tmp_path / "broker")
-    try:
-        broker.start()
-    except ToolMissing as exc:
-        pytest.skip(str(exc))
+def test_gate_publishes_scans_and_shows_its_outputs(tmp_path, broker, sim_board):
     fs = tmp_path / "gate-1"
     sub = Subscriber(broker, "store/v1/store-1/gate-1/#").start()
-    proc = subprocess.Popen([*SHELFCTL, "sim", "board", "--role", "gate", "--id", "gate-1",
-                             "--fs", str(fs), "--baud", "0", "--broker", broker.url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None
-        port = ""
-        while not re.match(r"^/dev/pts/\d+$", port):
-            port = proc.stdout.readline().strip()
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        port = sim_board("--role", "gate", "--id", "gate-1", "--fs", str(fs), "--baud", "0",
+                         "--broker", broker.url).port
 
         def msgs(kind):
             return [json.loads(m.payload) for m in list(sub.messages)
@@ -72,7 +48,4 @@ def test_gate_publishes_scans_and_shows_its_outputs(tmp_path):
             time.sleep(3.2)
             assert t.eval("__import__('machine').Pin(31, 1).value()") == 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(20)
         sub.stop()
-        broker.stop()

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import serial
@@ -19,14 +18,6 @@ from host_tools.sim.board import VirtualBoard
 from host_tools.vm import node_available
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="Node.js / the VM not installed")
-
-
-@pytest.fixture
-def board(tmp_path: Path):
-    b = VirtualBoard(tmp_path / "board", baud=0)
-    b.start()
-    yield b
-    b.stop()
 
 
 def wait_for_text(s: serial.Serial, text: bytes, timeout: float = 10.0) -> bytes:
