@@ -10,7 +10,9 @@ Not a test: it measures and reports, it asserts nothing. In one run:
 3. gc.mem_alloc() of a 6-lane shelf (glitch filter + detector) after warm-up, in the VM;
 4. the runtime (bench/runtime.py): outbox replay rate to a real mosquitto after a 60 s
    outage, the device's MQTT window against stop-and-wait; the whole controller's steady heap
-   (6-lane shelf, MQTT client, outbox, every task) in the VM.
+   (6-lane shelf, MQTT client, outbox, every task) in the VM;
+5. the host tool (bench/deploy.py): `shelfctl deploy` against `mpremote cp` of the same
+   compiled firmware to a virtual board at 115200 baud, and a redeploy with nothing changed.
 
 Prints a table, then one JSON document (also written to --json-out).
 """
@@ -259,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         report["outbox_replay"] = outbox_replay()
         if not args.no_vm:
             report["device_heap_vm"] = device_heap_vm()
+            from bench.deploy import deploy_vs_mpremote
+
+            report["deploy_vs_mpremote"] = deploy_vs_mpremote()
     report["seconds"] = round(time.time() - t0, 1)
 
     print(table(metrics))
@@ -285,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{'met' if replay['met'] else 'NOT met'}")
     elif replay:
         print(f"outbox replay: {replay['error']}")
+    dep = report.get("deploy_vs_mpremote")
+    if dep and "error" not in dep:
+        print(f"deploy at {dep['baud']} baud, {dep['files']} files, {dep['payload_bytes']} B: "
+              f"shelfctl {dep['shelfctl_deploy']['payload_bytes_per_s']} B/s, mpremote cp "
+              f"{dep['mpremote_cp']['payload_bytes_per_s']} B/s, ratio {dep['ratio']}; "
+              f"redeploy unchanged {dep['redeploy_unchanged_s']} s; targets "
+              + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in dep["targets"].items()))
     heap = report.get("device_heap_vm")
     if heap and "error" not in heap:
         print(f"device heap in the VM: {heap['firmware_steady_bytes']} B steady "

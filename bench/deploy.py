@@ -1,0 +1,83 @@
+"""`make bench`, the host tool part: deploying the compiled firmware to a virtual board at
+115200 baud with `shelfctl deploy` versus `mpremote cp` of the same files, in the same run.
+
+Payload = bytes of the files that end up on the board. The virtual board paces its serial line
+at the baud rate, so the wire time is real (10 bits a byte).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from host_tools.board.transport import SerialTransport
+from host_tools.deploy import deploy_firmware
+from host_tools.mpy import compile_tree
+from host_tools.sim.board import VirtualBoard
+
+BAUD = 115200
+
+
+def _mpremote_copy(port: str, out: Path, files: list[Path]) -> float:
+    dirs = sorted({f.parent.as_posix() for f in files if f.parent.as_posix() != "."})
+    cmd = [sys.executable, "-m", "mpremote", "connect", port]
+    for d in dirs:
+        cmd += ["fs", "mkdir", f":{d}", "+"]
+    for f in files:
+        cmd += ["fs", "cp", str(out / f), f":{f.as_posix()}", "+"]
+    cmd = cmd[:-1]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mpremote failed: {proc.stderr[-300:]}")
+    return time.monotonic() - start
+
+
+def deploy_vs_mpremote() -> dict:
+    from host_tools.vm import node_available
+
+    if not node_available():
+        return {"error": "MicroPython VM not installed (run make setup)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        out = root / "mpy"
+        files = compile_tree(out)
+        payload = sum((out / f).stat().st_size for f in files)
+        a = VirtualBoard(root / "a", baud=BAUD)
+        a.start()
+        try:
+            with SerialTransport(a.port, BAUD, timeout=120) as t:
+                t.exec("pass")
+                first = deploy_firmware(t, reset=False)
+                again = deploy_firmware(t, reset=False)
+        finally:
+            a.stop()
+        b = VirtualBoard(root / "b", baud=BAUD)
+        b.start()
+        try:
+            time.sleep(1.0)
+            mp_s = _mpremote_copy(b.port, out, files)
+        finally:
+            b.stop()
+    shelfctl_rate = first.payload_bytes / first.seconds
+    mp_rate = payload / mp_s
+    return {
+        "files": len(files), "payload_bytes": payload, "baud": BAUD,
+        "shelfctl_deploy": {"seconds": first.seconds, "wire_bytes": first.wire_bytes,
+                            "payload_bytes_per_s": round(shelfctl_rate)},
+        "mpremote_cp": {"seconds": round(mp_s, 2), "payload_bytes_per_s": round(mp_rate)},
+        "ratio": round(shelfctl_rate / mp_rate, 2),
+        "redeploy_unchanged_s": again.seconds,
+        "targets": {"ratio >= 5": shelfctl_rate / mp_rate >= 5,
+                    ">= 12 KB/s": shelfctl_rate >= 12 * 1024,
+                    "redeploy <= 1 s": again.seconds <= 1.0},
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(deploy_vs_mpremote(), indent=1))
