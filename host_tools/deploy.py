@@ -23,6 +23,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from host_tools.board import files
+from host_tools.board.files import SHA256_FN
 from host_tools.board.transport import BoardExecError, SerialTransport, TransportError
 from host_tools.errors import UserError
 from host_tools.firmware import FIRMWARE_DIR, REPO
@@ -47,17 +49,8 @@ class DeployReport:
         return self.payload_bytes / self.seconds if self.seconds > 0 else 0.0
 
 
-_HASHES = """
-import os, hashlib, binascii
-def _h(p):
-    h = hashlib.sha256()
-    with open(p, 'rb') as f:
-        while True:
-            b = f.read(1024)
-            if not b:
-                break
-            h.update(b)
-    return binascii.hexlify(h.digest()).decode()
+_HASHES = SHA256_FN + """
+import os
 def _walk(d, out):
     try:
         es = list(os.ilistdir(d))
@@ -69,13 +62,13 @@ def _walk(d, out):
             if not p.startswith('/.deploy'):
                 _walk(p, out)
         else:
-            out[p] = _h(p)
+            out[p] = _sha256(p)
 _out = {}
 for _d in DIRS:
     _walk(_d, _out)
 for _p in FILES:
     try:
-        _out[_p] = _h(_p)
+        _out[_p] = _sha256(_p)
     except OSError:
         pass
 print(repr(_out))
@@ -185,8 +178,6 @@ def deploy_firmware(t: SerialTransport, src: Path = FIRMWARE_DIR, *, force: bool
 
 
 def put_json(t: SerialTransport, obj: object, remote: str) -> None:
-    from host_tools.board import files
-
     files.put(t, json.dumps(obj, indent=1).encode(), remote)
 
 

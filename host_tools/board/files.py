@@ -51,11 +51,23 @@ def get(t: SerialTransport, remote: str) -> bytes:
     return b"".join(base64.b64decode(line) for line in out.split())
 
 
+#: Board-side code: _sha256(path) -> hex digest, read in 1 KB pieces (the heap stays small).
+SHA256_FN = """
+import hashlib, binascii
+def _sha256(p):
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        while True:
+            b = f.read(1024)
+            if not b:
+                break
+            h.update(b)
+    return binascii.hexlify(h.digest()).decode()
+"""
+
+
 def sha256(t: SerialTransport, remote: str) -> str:
-    return t.exec(f"import hashlib, binascii\n_h = hashlib.sha256()\n"
-                  f"with open({remote!r}, 'rb') as _f:\n    while True:\n"
-                  f"        _b = _f.read(1024)\n        if not _b:\n            break\n"
-                  f"        _h.update(_b)\nprint(binascii.hexlify(_h.digest()).decode())").strip()
+    return t.exec(SHA256_FN + f"print(_sha256({remote!r}))").strip()
 
 
 def listdir(t: SerialTransport, path: str = "/") -> list[tuple[str, bool, int]]:
