@@ -37,11 +37,14 @@ class BoardExecError(RuntimeError):
 
 
 class SerialTransport:
-    def __init__(self, port: str, baud: int = 115200, timeout: float = 10.0) -> None:
+    def __init__(self, port: str, baud: int = 115200, timeout: float = 10.0,
+                 exclusive: bool = False) -> None:
         try:
-            self.serial = serial.Serial(port, baud, timeout=0.05, write_timeout=timeout)
+            self.serial = serial.Serial(port, baud, timeout=0.05, write_timeout=timeout,
+                                        exclusive=exclusive or None)
         except (serial.SerialException, OSError) as exc:
-            raise TransportError(f"cannot open {port}: {exc}") from None
+            # keep the OSError (errno) as the cause: ports.open_port words it for the user
+            raise TransportError(f"cannot open {port}: {exc}") from exc
         self.port = port
         self.timeout = timeout
         self.in_raw = False
