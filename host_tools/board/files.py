@@ -1,7 +1,8 @@
 """File operations on a board, built on the transport's exec(): what deploy and provision use.
 
-Files travel base64-encoded in chunks (a board decodes them with binascii.a2b_base64), one raw
-REPL round trip per chunk; a SHA-256 computed on the board checks what arrived.
+Files travel to the board as raw bytes literals (host_tools/board/literal.py), one raw-paste
+round trip per chunk, and come back base64-encoded; a SHA-256 computed on the board checks what
+arrived.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import base64
 import hashlib
 import posixpath
 
+from host_tools.board import literal
 from host_tools.board.transport import BoardExecError, SerialTransport
 
-CHUNK = 2048  # bytes of file per round trip (2.7 KB of base64 on the wire)
+CHUNK = 4096  # bytes of file per round trip (a bytes object of that size on the board)
 
 
 def makedirs(t: SerialTransport, path: str) -> None:
@@ -30,11 +32,10 @@ def put(t: SerialTransport, data: bytes, remote: str) -> None:
     if parent and parent != "/":
         makedirs(t, parent)
     tmp = remote + ".part"
-    t.exec(f"_f = open({tmp!r}, 'wb')\nimport binascii")
+    t.exec(f"_f = open({tmp!r}, 'wb')")
     try:
         for i in range(0, len(data), CHUNK):
-            b64 = base64.b64encode(data[i:i + CHUNK]).decode()
-            t.exec(f"_f.write(binascii.a2b_base64({b64.encode()!r}))")
+            t.exec(b"_f.write(" + literal.literal(data[i:i + CHUNK]) + b")")
     finally:
         t.exec("_f.close()\ndel _f")
     got = sha256(t, tmp)

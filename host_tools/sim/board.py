@@ -491,19 +491,25 @@ class VirtualBoard:
     def _begin_paste(self) -> None:
         self._paste = bytearray()
         self._paste_seen = 0
-        self._to_host(b"R\x01" + PASTE_WINDOW.to_bytes(2, "little"))
+        # the window size, then \x01: as a board does, two windows are free at the start (the
+        # board's stdin buffer holds two), so the host can keep the line busy
+        self._to_host(b"R\x01" + PASTE_WINDOW.to_bytes(2, "little") + b"\x01")
 
     def _paste_byte(self, b: int) -> None:
         assert self._paste is not None
         if b == 0x04:
-            code = bytes(self._paste)
+            rest = bytes(self._paste)
             self._paste = None
             self._to_host(b"\x04")  # end acknowledged; output follows as stdout\x04err\x04>
             self._strip_ok = True
             self._typed = 1
-            self._to_vm(code + b"\x04")
+            self._to_vm(rest + b"\x04")
             return
         self._paste.append(b)
         self._paste_seen += 1
         if self._paste_seen % PASTE_WINDOW == 0:
+            # a board compiles as the code arrives: pass each window on to the VM's raw REPL
+            # now, so its intake overlaps the wire as on a board, not after the last byte
+            self._to_vm(bytes(self._paste))
+            self._paste.clear()
             self._to_host(b"\x01")  # room for another window

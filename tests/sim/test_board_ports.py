@@ -41,3 +41,20 @@ def test_virtual_board_connects_and_a_second_opener_is_told_it_is_busy(board):
         t.close()
     t2 = ports.connect(board.port)  # released on close
     t2.close()
+
+
+def test_binary_literal_reaches_the_board_byte_exact(board):
+    import hashlib
+    import random
+
+    from host_tools.board import literal
+
+    rng = random.Random(3)
+    data = bytes(range(256)) * 4 + bytes(rng.getrandbits(8) for _ in range(6000))
+    t = ports.connect(board.port)
+    try:
+        got = t.exec(b"import hashlib, binascii\n_x = " + literal.literal(data) +
+                     b"\nprint(len(_x), binascii.hexlify(hashlib.sha256(_x).digest()).decode())")
+    finally:
+        t.close()
+    assert got.split() == [str(len(data)), hashlib.sha256(data).hexdigest()]

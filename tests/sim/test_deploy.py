@@ -4,6 +4,7 @@ and a swap cut by a power loss is finished at the next boot."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 from host_tools.board import files
 from host_tools.board.transport import SerialTransport
 from host_tools.deploy import deploy_firmware
+from host_tools.firmware import FIRMWARE_DIR
 from host_tools.vm import node_available
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="Node.js / the VM not installed")
@@ -59,4 +61,31 @@ def test_a_swap_cut_after_its_journal_is_finished_at_boot(board, tmp_path):
 def test_a_missing_port_is_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "host_tools.cli", "deploy", "--port",
                         str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "cannot open" in p.stderr
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "no such port" in p.stderr
+
+
+def test_a_transfer_cut_midway_leaves_the_old_firmware_whole(board, tmp_path):
+    with SerialTransport(board.port, timeout=30) as t:
+        deploy_firmware(t)
+    flash = tmp_path / "board"
+    before = {p: p.read_bytes() for p in flash.rglob("*.mpy")}
+    src = tmp_path / "fw"
+    shutil.copytree(FIRMWARE_DIR, src)
+    for name in ("core/detector.py", "net/mqtt.py", "apps/config.py"):  # big, so several chunks
+        with open(src / name, "a") as f:
+            f.write("\nCHANGED = 1\n")
+
+    def cut(text):
+        if text.startswith("  ") and "/" in text:
+            raise KeyboardInterrupt  # the technician's Ctrl-C after the first chunk
+
+    with SerialTransport(board.port, timeout=30) as t, pytest.raises(KeyboardInterrupt):
+        deploy_firmware(t, src, force=True, log=cut)
+    assert {p: p.read_bytes() for p in flash.rglob("*.mpy")} == before
+    assert not (flash / ".deploy-journal").exists()
+    board.hard_reset()
+    with SerialTransport(board.port, timeout=30) as t:
+        assert t.eval("hasattr(__import__('core.detector').detector, 'CHANGED')") is False
+        report = deploy_firmware(t, src)
+        assert report.sent == 3
+        assert t.eval("__import__('core.detector').detector.CHANGED") == 1
