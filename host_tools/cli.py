@@ -29,7 +29,11 @@ GROUP_HELP = {"trace": "shelf-trace/1 recordings: replay, score, generate",
               "sim": "virtual boards: the real firmware in the MicroPython VM"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser. Only the verb named in `argv` gets its module imported for its
+    arguments (others show their one-line help): starting shelfctl stays quick however heavy
+    a verb's imports are (esptool, rich). argv None: every verb is imported."""
+    chosen = None if argv is None else [a for a in argv if not a.startswith("-")][:2]
     parser = argparse.ArgumentParser(
         prog="shelfctl",
         description="Flash, deploy, provision, monitor and test walk-out store shelf and gate "
@@ -39,18 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND")
     group_parsers: dict[str, argparse._SubParsersAction] = {}
+
+    def wanted(group: str, verb: str) -> bool:
+        if chosen is None:
+            return True
+        return chosen[:1] == [group] and (not verb or chosen[1:2] == [verb])
+
     for (group, verb), (module_name, help_text) in VERBS.items():
         if not verb:  # a verb of its own: `shelfctl deploy ...`
             vp = groups.add_parser(group, help=help_text, description=help_text)
-            vp.set_defaults(_module=module_name)
-            _module(module_name).add_arguments(vp)
-            continue
-        if group not in group_parsers:
-            gp = groups.add_parser(group, help=GROUP_HELP.get(group))
-            group_parsers[group] = gp.add_subparsers(dest="verb", metavar="VERB")
-        vp = group_parsers[group].add_parser(verb, help=help_text, description=help_text)
+        else:
+            if group not in group_parsers:
+                gp = groups.add_parser(group, help=GROUP_HELP.get(group))
+                group_parsers[group] = gp.add_subparsers(dest="verb", metavar="VERB")
+            vp = group_parsers[group].add_parser(verb, help=help_text, description=help_text)
         vp.set_defaults(_module=module_name)
-        _module(module_name).add_arguments(vp)
+        if wanted(group, verb):
+            _module(module_name).add_arguments(vp)
     return parser
 
 
@@ -66,7 +75,8 @@ def _module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     module_name = getattr(args, "_module", None)
     if module_name is None:
