@@ -20,6 +20,7 @@ VERBS: dict[tuple[str, str], tuple[str, str]] = {
     ("trace", "replay"): ("host_tools.trace.replay", "replay a trace through the firmware"),
     ("trace", "score"): ("host_tools.trace.score", "score detection against a trace's truth"),
     ("trace", "gen"): ("host_tools.trace.gen", "generate realistic shelf traces with truth"),
+    ("flash", ""): ("host_tools.flash", "write MicroPython onto an ESP32 board with esptool"),
     ("deploy", ""): ("host_tools.deploy", "compile the firmware and put what changed on a board"),
     ("sim", "board"): ("host_tools.sim.board_cmd", "run one virtual board on a serial pty"),
     ("sim", "ctl"): ("host_tools.sim.ctl_cmd", "act on a running virtual board's hardware"),
