@@ -11,8 +11,9 @@ Not a test: it measures and reports, it asserts nothing. In one run:
 4. the runtime (bench/runtime.py): outbox replay rate to a real mosquitto after a 60 s
    outage, the device's MQTT window against stop-and-wait; the whole controller's steady heap
    (6-lane shelf, MQTT client, outbox, every task) in the VM;
-5. the host tool (bench/deploy.py): `shelfctl deploy` against `mpremote cp` of the same
-   compiled firmware to a virtual board at 115200 baud, and a redeploy with nothing changed.
+5. the host tool (bench/deploy.py, bench/monitor.py): `shelfctl deploy` against `mpremote cp`
+   of the same compiled firmware to a virtual board at 115200 baud, and a redeploy with
+   nothing changed; `shelfctl monitor --json` against `mosquitto_sub` taking in the same 100k messages.
 
 Prints a table, then one JSON document (also written to --json-out).
 """
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.runtime import device_heap_vm, outbox_replay
 
         report["outbox_replay"] = outbox_replay()
+        from bench.monitor import run as monitor_ingest
+
+        report["monitor_ingest"] = monitor_ingest()
         if not args.no_vm:
             report["device_heap_vm"] = device_heap_vm()
             from bench.deploy import deploy_vs_mpremote
@@ -297,6 +301,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{dep['mpremote_cp']['payload_bytes_per_s']} B/s, ratio {dep['ratio']}; "
               f"redeploy unchanged {dep['redeploy_unchanged_s']} s; targets "
               + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in dep["targets"].items()))
+    ingest = report.get("monitor_ingest")
+    if ingest and "error" not in ingest:
+        mon, sub = ingest["shelfctl_monitor_json"], ingest["mosquitto_sub"]
+        print(f"monitor ingest, {ingest['messages']} messages: monitor --json "
+              f"{mon['messages_per_s']} msg/s (lost {mon['lost']}), mosquitto_sub "
+              f"{sub['messages_per_s']} msg/s (lost {sub['lost']}), ratio "
+              f"{ingest['ratio_of_medians']}; targets "
+              + ", ".join(f"{k}: {'met' if v else 'NOT met'}"
+                          for k, v in ingest["targets"].items()))
+    elif ingest:
+        print(f"monitor ingest: {ingest['error']}")
     heap = report.get("device_heap_vm")
     if heap and "error" not in heap:
         print(f"device heap in the VM: {heap['firmware_steady_bytes']} B steady "
