@@ -13,7 +13,8 @@ Not a test: it measures and reports, it asserts nothing. In one run:
    (6-lane shelf, MQTT client, outbox, every task) in the VM;
 5. the host tool (bench/deploy.py, bench/monitor.py): `shelfctl deploy` against `mpremote cp`
    of the same compiled firmware to a virtual board at 115200 baud, and a redeploy with
-   nothing changed; `shelfctl monitor --json` against `mosquitto_sub` taking in the same 100k messages.
+   nothing changed; `shelfctl monitor --json` against `mosquitto_sub` taking in the same 100k
+   messages.
 
 Prints a table, then one JSON document (also written to --json-out).
 """

@@ -22,6 +22,8 @@ VERBS: dict[tuple[str, str], tuple[str, str]] = {
     ("trace", "gen"): ("host_tools.trace.gen", "generate realistic shelf traces with truth"),
     ("flash", ""): ("host_tools.flash", "write MicroPython onto an ESP32 board with esptool"),
     ("deploy", ""): ("host_tools.deploy", "compile the firmware and put what changed on a board"),
+    ("monitor", ""): ("host_tools.monitor", "live view of devices, events, carts and receipts"),
+    ("replay", ""): ("host_tools.replay", "publish a monitor --record recording again"),
     ("sim", "board"): ("host_tools.sim.board_cmd", "run one virtual board on a serial pty"),
     ("sim", "ctl"): ("host_tools.sim.ctl_cmd", "act on a running virtual board's hardware"),
     ("sim", "store"): ("host_tools.sim.store", "a virtual store of boards, played by shoppers"),
