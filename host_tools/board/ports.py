@@ -41,7 +41,9 @@ class PortInfo:
 
     @property
     def usb_id(self) -> str:
-        return f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None and self.pid else ""
+        if self.vid is None or self.pid is None:
+            return ""
+        return f"{self.vid:04x}:{self.pid:04x}"
 
 
 def guess_board(vid: int | None, pid: int | None) -> str:
@@ -97,6 +99,39 @@ def open_port(spec: str, baud: int = 115200, timeout: float = 10.0) -> SerialTra
         if code == errno.ENOENT or "No such file" in text:
             raise UserError(f"no such port: {path}") from None
         raise UserError(f"{path}: {text}") from None
+
+
+@dataclass
+class BoardIdentity:
+    """What a MicroPython board says it is."""
+
+    version: str  # "1.29.0"
+    machine: str  # sys.implementation._machine: "Generic ESP32 module with ESP32"
+    chip: str  # esp32, esp32s3, ... or "virtual" (the WebAssembly VM); "" if unknown
+
+    def __str__(self) -> str:
+        return f"MicroPython {self.version} on {self.chip or 'an unknown chip'} ({self.machine})"
+
+
+# Longest first: "ESP32S3" must not be taken for "ESP32".
+_CHIPS = ("ESP32S3", "ESP32S2", "ESP32C6", "ESP32C3", "ESP32H2", "ESP32P4", "ESP32", "RP2040",
+          "RP2350")
+
+
+def chip_of(platform: str, machine: str) -> str:
+    """The chip named in sys.platform / sys.implementation._machine, in boards/*.json terms."""
+    if platform == "webassembly":
+        return "virtual"  # the virtual board: the MicroPython VM
+    text = machine.upper().replace("-", "")
+    return next((c.lower() for c in _CHIPS if c in text), "")
+
+
+def identify(t: SerialTransport) -> BoardIdentity:
+    """Ask a connected board (raw REPL) what it is."""
+    platform, machine, version = t.eval(
+        "(__import__('sys').platform, getattr(__import__('sys').implementation, '_machine', ''),"
+        " '.'.join(str(n) for n in __import__('sys').implementation.version[:3]))")
+    return BoardIdentity(str(version), str(machine), chip_of(str(platform), str(machine)))
 
 
 def connect(spec: str, baud: int = 115200, timeout: float = 10.0) -> SerialTransport:
