@@ -320,19 +320,22 @@ class VirtualBoard:
                 pass_fds=(ctl_r, st_w))
             os.close(ctl_r)
             os.close(st_w)
-            threading.Thread(target=self._status, args=(st_r,), daemon=True).start()
+            threading.Thread(target=self._status, args=(st_r, self._vm), daemon=True).start()
             self.boots += 1
             t = threading.Thread(target=self._from_board, args=(self._vm,),
                                  name="vboard-board", daemon=True)
             t.start()
 
-    def _status(self, fd: int) -> None:
-        # what the board's outputs do, as the VM reports it
+    def _status(self, fd: int, vm: subprocess.Popen[bytes]) -> None:
+        # what the board's outputs do, as the VM reports it; and machine.reset()
         with os.fdopen(fd, "rb") as f:
             for line in f:
                 try:
                     msg = json.loads(line)
-                    if "boot" in msg:
+                    if msg.get("reset"):
+                        if vm is self._vm and not self._stopping:
+                            threading.Thread(target=self.hard_reset, daemon=True).start()
+                    elif "boot" in msg:
                         self._stage = msg["boot"]
                     else:
                         self.outputs[msg["output"]] = msg["level"]

@@ -252,8 +252,12 @@ function simctl(opt) {
     },
     start: () =>
       JSON.stringify({ grams: JSON.parse(opt.shelf || "[]"), physics: !!opt.physics }),
+    // The chip's reset line: nothing more comes out, and the front (which owns the power)
+    // restarts the board. Not process.exit() here: called from code typed at the REPL, it can
+    // hang in Node's exit while a thread still reads the control pipe.
     reset: () => {
-      process.stdout.write("", () => process.exit(75));
+      quiet = true;
+      report({ reset: true });
     },
   };
 }

@@ -71,6 +71,25 @@ def test_soft_reboot_runs_boot_and_main(board):
     assert out.index(b"boot here") < out.index(b"main here")
 
 
+def test_machine_reset_typed_at_the_repl_restarts_the_board(board):
+    with SerialTransport(board.port) as t:
+        files.put(t, b"print('main after reset')\n", "/main.py")
+        t.exec("x = 42")
+        boots = board.boots
+        t.serial.write(b"\x05A\x01")  # raw-paste the reset: its exec never finishes
+        assert t.read_exact(5)[:2] == b"R\x01"
+        t.serial.write(b"import machine\nmachine.reset()\x04")
+        out = b""
+        s = t.serial
+        deadline = time.monotonic() + 20
+        while b"main after reset" not in out and time.monotonic() < deadline:
+            out += s.read(256)
+        assert b"main after reset" in out and b"Traceback" not in out
+        assert board.boots == boots + 1
+        t.in_raw = False
+        assert t.eval("'x' in globals()") is False  # a fresh interpreter
+
+
 def test_errno_and_root_listing_look_like_a_board(board):
     with SerialTransport(board.port) as t:
         assert t.eval("__import__('os').listdir('/')") == []
