@@ -27,6 +27,7 @@ VERBS: dict[tuple[str, str], tuple[str, str]] = {
     ("console", ""): ("host_tools.console", "a serial terminal on a board (Ctrl-] quits)"),
     ("monitor", ""): ("host_tools.monitor", "live view of devices, events, carts and receipts"),
     ("replay", ""): ("host_tools.replay", "publish a monitor --record recording again"),
+    ("calibrate", ""): ("host_tools.calibrate", "tare, span and check a lane's load cell"),
     ("sim", "board"): ("host_tools.sim.board_cmd", "run one virtual board on a serial pty"),
     ("sim", "ctl"): ("host_tools.sim.ctl_cmd", "act on a running virtual board's hardware"),
     ("sim", "store"): ("host_tools.sim.store", "a virtual store of boards, played by shoppers"),

@@ -503,9 +503,11 @@ class Device(Handler):
     # ---- running ---------------------------------------------------------------------------
 
     async def main(self):
+        global _wdt_armed
         wd = self.watchdog
         if self.parts.make_wdt is not None:
             wd.wdt = self.parts.make_wdt()
+            _wdt_armed = True
         tasks = []
         if self.parts.wlan is not None:
             from net.wifi import WifiSupervisor
@@ -654,6 +656,23 @@ def board_parts():
 
 
 _running = None  # the application task where asyncio cannot block (the WebAssembly VM)
+REPL_WDT_MS = 3600000
+_wdt_armed = False  # set once the application has made the board's watchdog
+
+
+def relax_watchdog():
+    """After Ctrl-C: the watchdog the application armed cannot be stopped, and nothing feeds
+    it at the REPL, so a host tool's session (deploy, provision, calibrate) would be reset
+    after 10 s. Making WDT again reconfigures the one watchdog (ESP32 port) to an hour: a
+    board left at the REPL returns to service by itself."""
+    if not _wdt_armed:
+        return  # never armed (safe mode, a config fault, tests): do not arm it now
+    import machine
+
+    try:
+        machine.WDT(timeout=REPL_WDT_MS)
+    except (OSError, ValueError) as exc:
+        print("watchdog not relaxed:", exc)
 
 
 def stop_running():
@@ -662,6 +681,7 @@ def stop_running():
     if _running is not None:
         _running.cancel()
         _running = None
+        relax_watchdog()
 
 
 def run():
@@ -679,6 +699,7 @@ def run():
     try:
         asyncio.run(start(board_parts()))  # type: ignore[attr-defined]
     except KeyboardInterrupt:
+        relax_watchdog()
         print("stopped (Ctrl-C): REPL")
         return
     except Exception as exc:

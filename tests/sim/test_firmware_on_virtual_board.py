@@ -99,6 +99,14 @@ def test_firmware_runs_on_a_virtual_board(broker, tmp_path):
         wait_for(lambda: sum(s["state"] == "online" for s in status()) >= 2, 30,
                  "online again")
         assert status()[-1]["boot"] == 2
+        # Ctrl-C (a host tool taking the board) relaxes the watchdog the application armed:
+        # an idle session at the REPL outlives its 10 s
+        boots = board.boots
+        with SerialTransport(board.port, timeout=20) as t:
+            assert t.eval("__import__('machine').WDT.instances[0].timeout") == 3600000
+            time.sleep(12)
+            assert t.eval("1 + 1") == 2
+        assert board.boots == boots
     finally:
         sub.stop()
         board.stop()

@@ -323,26 +323,36 @@ class RTC:
 class WDT:
     """The hardware watchdog: feed() at least every `timeout` ms or the board resets.
 
-    The fake keeps the time of the last feed on the board's clock; expired() tells whether
-    a real watchdog would have fired by now. (A realtime test board may poll it and end the
-    process the way the real reset would.)"""
+    A board has one: making another WDT reconfigures it (a new timeout, counted from now), as
+    the ESP32 port's esp_task_wdt_reconfigure does, and every WDT object feeds it. The fake
+    keeps the time of the last feed on the board's clock; expired() tells whether a real
+    watchdog would have fired by now. `instances` holds the board's one watchdog once armed
+    (the virtual board polls it and resets the way the real one would)."""
 
     instances = []
+    _timeout = 0
+    _last_feed_us = 0
 
     def __init__(self, id=0, timeout=5000):
+        if id != 0:
+            raise ValueError("WDT(0) only")
         if timeout < 1:
             raise ValueError("timeout must be >= 1 ms")
-        self.timeout = timeout
+        WDT._timeout = timeout
+        WDT._last_feed_us = _board.clock.now
         self.feeds = 0
-        self.last_feed_us = _board.clock.now
-        WDT.instances.append(self)
+        WDT.instances[:] = [self]
+
+    @property
+    def timeout(self):
+        return WDT._timeout
 
     def feed(self):
         self.feeds += 1
-        self.last_feed_us = _board.clock.now
+        WDT._last_feed_us = _board.clock.now
 
     def expired(self):
-        return _board.clock.now - self.last_feed_us > self.timeout * 1000
+        return _board.clock.now - WDT._last_feed_us > WDT._timeout * 1000
 
 
 class UART:
