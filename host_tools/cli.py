@@ -67,6 +67,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         vp.set_defaults(_module=module_name)
         if wanted(group, verb):
             _module(module_name).add_arguments(vp)
+        # -v after the verb too (unless the verb has its own); SUPPRESS keeps `shelfctl -v VERB`
+        taken = vp._option_string_actions
+        flags = [f for f in ("-v", "--verbose") if f not in taken]
+        if len(flags) == 2:
+            vp.add_argument(*flags, action="store_true", default=argparse.SUPPRESS,
+                            help="more detail, and tracebacks of unexpected errors")
     return parser
 
 

@@ -60,9 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show what would be written (passwords masked); touch no board")
     parser.add_argument("--jobs", type=int, default=4, help="boards at a time (default 4)")
     parser.add_argument("--baud", type=int, default=115200)
-    # also after the verb; SUPPRESS keeps `shelfctl -v provision` working
-    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="every step's details (never a password)")
 
 
 # ---- the progress view ---------------------------------------------------------------------

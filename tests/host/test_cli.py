@@ -34,4 +34,13 @@ def test_only_the_chosen_verb_is_imported():
     # the other verbs are listed (their help), their arguments are not built
     sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert {"deploy", "trace", "sim"} <= set(sub)
-    assert not sub["deploy"]._actions[1:]  # only -h: deploy's module was not asked
+    options = {o for a in sub["deploy"]._actions for o in a.option_strings}
+    assert options == {"-h", "--help", "-v", "--verbose"}  # deploy's module was not asked
+
+
+def test_verbose_is_taken_before_and_after_the_verb():
+    for argv in (["-v", "deploy", "--port", "/dev/x"], ["deploy", "--port", "/dev/x", "-v"]):
+        args = cli.build_parser(argv).parse_args(argv)
+        assert args.verbose is True
+    args = cli.build_parser(["deploy", "--port", "/dev/x"]).parse_args(["deploy", "--port", "x"])
+    assert args.verbose is False
