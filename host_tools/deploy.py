@@ -29,7 +29,7 @@ from host_tools.board.files import SHA256_FN
 from host_tools.board.transport import BoardExecError, SerialTransport, TransportError
 from host_tools.errors import UserError
 from host_tools.firmware import FIRMWARE_DIR, REPO
-from host_tools.mpy import MpyCrossError, compile_tree
+from host_tools.mpy import ARCH_BY_CHIP, MpyCrossError, compile_tree
 
 SWAP_SOURCE = FIRMWARE_DIR / "apps" / "swap.py"
 CHUNK = 8192  # bytes of the compressed blob per raw-paste exec (a bytes object on the board)
@@ -166,13 +166,15 @@ def _swap_source() -> str:
 
 def deploy_firmware(t: SerialTransport, src: Path = FIRMWARE_DIR, *, force: bool = False,
                     dry_run: bool = False, extra: dict[str, bytes] | None = None,
-                    reset: bool = True, log=lambda text: None) -> DeployReport:
-    """Deploy `src` (compiled) plus `extra` files (board path -> bytes) to the board."""
+                    reset: bool = True, log=lambda text: None,
+                    arch: str | None = None) -> DeployReport:
+    """Deploy `src` (compiled for `arch`, mpy-cross -march) plus `extra` files (board path ->
+    bytes) to the board."""
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         try:
-            written = compile_tree(out, src)
+            written = compile_tree(out, src, arch=arch)
         except MpyCrossError as exc:
             raise UserError(str(exc)) from None
         local = {"/" + rel.as_posix(): (out / rel).read_bytes() for rel in written}
@@ -233,23 +235,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reset", action="store_true", help="do not soft-reset afterwards")
 
 
+def board_definition(name: str) -> bytes:
+    path = REPO / "boards" / f"{name}.json"
+    if not path.exists():
+        names = sorted(p.stem for p in (REPO / "boards").glob("*.json"))
+        raise UserError(f"no board definition {name!r} (have: {', '.join(names)})")
+    return path.read_bytes()
+
+
+def arch_of(board_json: bytes | None) -> str | None:
+    """mpy-cross -march for a board.json (None: portable bytecode)."""
+    if not board_json:
+        return None
+    try:
+        chip = json.loads(board_json).get("chip")
+    except (ValueError, AttributeError):
+        return None
+    return ARCH_BY_CHIP.get(chip) if isinstance(chip, str) else None
+
+
+def _board_json_on(t: SerialTransport) -> bytes | None:
+    try:
+        return files.get(t, "/board.json")
+    except BoardExecError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     extra = {}
     if args.board:
-        path = REPO / "boards" / f"{args.board}.json"
-        if not path.exists():
-            names = sorted(p.stem for p in (REPO / "boards").glob("*.json"))
-            raise UserError(f"no board definition {args.board!r} (have: {', '.join(names)})")
-        extra["/board.json"] = path.read_bytes()
+        extra["/board.json"] = board_definition(args.board)
     try:
         with ports.connect(args.port, args.baud) as t:
+            # compiled for the board's chip: the definition given, else the one it has
+            arch = arch_of(extra.get("/board.json") or _board_json_on(t))
             r = deploy_firmware(t, force=args.force, dry_run=args.dry_run, extra=extra,
-                                reset=not args.no_reset)
+                                reset=not args.no_reset, arch=arch)
     except TransportError as exc:
         raise UserError(f"{args.port}: {exc}") from None
     verb = "would send" if args.dry_run else "sent"
     print(f"{verb} {r.sent} of {r.files} files, {r.payload_bytes} bytes "
           f"({r.wire_bytes} on the wire) in {r.seconds:.2f} s, "
           f"{r.payload_rate / 1024:.1f} KB/s payload"
-          + (f"; removed {len(r.removed)} stale .py" if r.removed else ""))
+          + (f"; removed {len(r.removed)} stale .py" if r.removed else "")
+          + f"; {'.mpy for ' + arch if arch else 'portable .mpy (no board.json: any arch)'}")
     return 0

@@ -20,6 +20,12 @@ CACHE_DIR = REPO / ".build" / "mpy-cache"
 
 KEEP_SOURCE = {"boot.py", "main.py"}
 
+#: mpy-cross -march by a board definition's "chip". It matters only to native / viper code
+#: (the firmware has none today), but a .mpy says which arch it was built for. The virtual
+#: board (the WebAssembly VM) has no native emitter: portable bytecode, no -march.
+ARCH_BY_CHIP = {"esp32": "xtensawin", "esp32s2": "xtensawin", "esp32s3": "xtensawin",
+                "esp32c3": "rv32imc", "esp32c6": "rv32imc", "esp32h2": "rv32imc"}
+
 
 class MpyCrossError(RuntimeError):
     """mpy-cross is missing or refused a file."""
@@ -44,17 +50,20 @@ def _compiler_id() -> str:
         return proc.stdout.strip()
 
 
-def compile_file(src: Path, out: Path, source_name: str, cache_dir: Path | None = None) -> None:
+def compile_file(src: Path, out: Path, source_name: str, cache_dir: Path | None = None,
+                 arch: str | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     cached = None
+    march = [f"-march={arch}"] if arch else []
     if cache_dir is not None:
-        key = hashlib.sha256(_compiler_id().encode() + b"\0" + source_name.encode() + b"\0"
+        key = hashlib.sha256(_compiler_id().encode() + b"\0" + " ".join(march).encode()
+                             + b"\0" + source_name.encode() + b"\0"
                              + src.read_bytes()).hexdigest()
         cached = cache_dir / f"{key}.mpy"
         if cached.exists():
             shutil.copyfile(cached, out)
             return
-    proc = subprocess.run([*mpy_cross_cmd(), "-s", source_name, "-o", str(out), str(src)],
+    proc = subprocess.run([*mpy_cross_cmd(), *march, "-s", source_name, "-o", str(out), str(src)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise MpyCrossError(f"mpy-cross failed on {source_name}: "
@@ -67,10 +76,10 @@ def compile_file(src: Path, out: Path, source_name: str, cache_dir: Path | None 
 
 
 def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR,
-                 cache_dir: Path | None = CACHE_DIR) -> list[Path]:
+                 cache_dir: Path | None = CACHE_DIR, arch: str | None = None) -> list[Path]:
     """Every .py under src_dir as .mpy under out_dir (boot.py / main.py copied as source).
     Returns the files written, relative to out_dir. cache_dir: reuse earlier compilations of
-    the same source by the same mpy-cross (None: always compile)."""
+    the same source by the same mpy-cross (None: always compile). arch: mpy-cross -march."""
     written = []
     for src in sorted(src_dir.rglob("*.py")):
         if "__pycache__" in src.parts:
@@ -82,6 +91,6 @@ def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR,
             shutil.copyfile(src, dest)
         else:
             dest = out_dir / rel.with_suffix(".mpy")
-            compile_file(src, dest, rel.as_posix(), cache_dir)
+            compile_file(src, dest, rel.as_posix(), cache_dir, arch)
         written.append(dest.relative_to(out_dir))
     return written

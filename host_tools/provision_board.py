@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from host_tools.board import files, ports
 from host_tools.board.transport import BoardExecError, SerialTransport, TransportError
-from host_tools.deploy import deploy_firmware
+from host_tools.deploy import arch_of, deploy_firmware
 from host_tools.errors import UserError
 from host_tools.firmware import use_firmware
 from host_tools.provision_config import DevicePlan, with_board_calibration
@@ -141,7 +141,7 @@ def _install(t: SerialTransport, plan: DevicePlan, port: str, opts: Options, ste
             raise UserError(f"{port}: no firmware on the board (no main.py): add --deploy, "
                             f"or run shelfctl deploy first")
         step("deploy")
-        r = deploy_firmware(t, reset=False)
+        r = deploy_firmware(t, reset=False, arch=arch_of(plan.board_json))
         note(f"deployed {r.sent} files, {r.payload_bytes} bytes in {r.seconds:.1f} s")
     step("read config")
     config, kept = with_board_calibration(plan, _config_on_board(t))
