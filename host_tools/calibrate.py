@@ -1,17 +1,20 @@
 """`shelfctl calibrate`: zero and span one lane's load cell, then check it with a second weight.
 
-Two ways to the board (docs/calibration.md):
+Two ways to the board (docs/calibration.md); both read raw counts, average and compute on the
+host with the firmware's own core.lane.LaneCal, and write nothing before the save:
   --port P                  over its serial port (calibrate_port.py): main.py is stopped, the
-                            lane's raw HX711 counts are averaged on the board with the
-                            firmware's own driver, the result goes into config.json (read,
-                            modify, write) and the board restarts.
-  --broker URL --device ID  over MQTT to the running device (calibrate_mqtt.py): its `tare`
-                            and `calibrate` commands, which it persists itself; `status` for
-                            the readings.
+                            lane's raw HX711 counts are read on the board with the firmware's
+                            own driver, the result goes into config.json (read, modify, write)
+                            and the board restarts.
+  --broker URL --device ID  over MQTT to the running device (calibrate_mqtt.py): the lane's
+                            smoothed raw level through `status`, and one `calibrate` with
+                            offset and counts_per_gram at the end, which the device persists.
 
 Without a step flag it is a wizard: empty the lane -> tare; a known weight -> span; a second
 known weight -> check; save. For scripts, one step a run: --tare, --span-grams G or
---check-grams G, with --yes to skip the prompt and --json for a JSON line.
+--check-grams G, with --yes to skip the prompt and --json for a JSON line; --tare saves the
+offset with the lane's current counts per gram, --span-grams the counts per gram with its
+current offset, --check-grams saves nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from host_tools.monitor.broker_args import PASSWORD_ENV
 
 MAX_GRAMS = 100000.0  # the firmware's limit for a known weight (apps.fields.MAX_GRAMS)
 CHECK_FLOOR_G = 1.0  # a check within this many grams passes whatever the percentage
+PORT_SAMPLES = 20  # raw readings averaged per step over the serial port (2 s at 10 SPS)
+PORT_SAVE = "Write this calibration to config.json on the board and restart it?"
 
 
 class CalibrationFailed(RuntimeError):
@@ -100,8 +105,7 @@ def check_result(read_g: float, known_g: float, max_error_pct: float) -> dict:
 class Session(Protocol):
     where: str  # "lane 0 of shelf-1 (store s1)", for messages
     lane: int
-    applies_at_once: bool  # tare and span change the device as they are done (MQTT)
-    changed: list[str]  # what already changed on the device, for a cancel message
+    changed: list[str]  # what may already have changed on the device, for a cancel message
 
     def reading(self) -> str: ...  # what the lane reads now, one short line
     def tare(self) -> dict: ...
@@ -196,8 +200,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-error-pct", type=float, default=1.0, metavar="P",
                         help=f"a check passes within P %% of its weight or {CHECK_FLOOR_G:g} g "
                              "(default 1)")
-    parser.add_argument("--samples", type=int, default=20, metavar="N",
-                        help="with --port: readings averaged per step (default 20)")
+    parser.add_argument("--samples", type=int, metavar="N",
+                        help="readings averaged per step (default 20 raw readings over --port, "
+                             "10 smoothed levels over --broker)")
     parser.add_argument("--baud", type=int, default=115200, help="with --port (default 115200)")
     parser.add_argument("--prefix", default="store/v1", help="with --broker: topic prefix "
                         "(default store/v1)")
@@ -229,7 +234,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.yes and not _one_step(args):
         raise UserError("--yes skips the prompt of one step: give --tare, --span-grams G or "
                         "--check-grams G")
-    if not 3 <= args.samples <= 1000:
+    if args.samples is not None and not 3 <= args.samples <= 1000:
         raise UserError("--samples must be 3..1000")
     if not 0 < args.max_error_pct <= 100:
         raise UserError("--max-error-pct must be more than 0 and at most 100")
@@ -245,8 +250,8 @@ def _open(args: argparse.Namespace, say: Callable[[str], None]) -> Session:
     if args.port:
         from host_tools.calibrate_port import PortSession
 
-        return PortSession.open(args.port, args.lane, baud=args.baud, samples=args.samples,
-                                say=say)
+        return PortSession.open(args.port, args.lane, baud=args.baud,
+                                samples=args.samples or PORT_SAMPLES, say=say)
     from host_tools.calibrate_mqtt import MqttSession
 
     return MqttSession.open(args, say)
@@ -276,14 +281,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _what_changed(session: Session | None) -> str:
+    # Only the save changes a board: Ctrl-C can catch it on the way
     if session is None or not session.changed:
         return "nothing changed"
-    return (f"{' and '.join(session.changed)} already saved on the device for lane "
-            f"{session.lane}")
+    return f"lane {session.lane}: {'; '.join(session.changed)}"
 
 
 def one_step(s: Session, ui: Prompter, args: argparse.Namespace) -> dict:
-    """One step for scripts; its result saved at once (over MQTT the device saves it)."""
+    """One step for scripts, saved at once: a tare with the lane's current counts per gram,
+    a span with its current offset (a run keeps no state for the next); a check saves
+    nothing."""
     result: dict = {"lane": s.lane}
     if args.tare:
         if not args.yes:
@@ -314,9 +321,8 @@ def wizard(s: Session, ui: Prompter, max_error_pct: float) -> dict:
     """Empty lane -> tare; known weight -> span; second weight -> check; save."""
     lane = s.lane
     result: dict = {"lane": lane}
-    ui.say(f"Calibrating {s.where}. Ctrl-C at any prompt cancels; "
-           + ("tare and span are saved on the device as soon as each is done."
-              if s.applies_at_once else "nothing is written before the last step."))
+    ui.say(f"Calibrating {s.where}. Ctrl-C at any prompt cancels; nothing is written before "
+           "the last step.")
     ui.wait(f"1/4 Take everything off lane {lane}. Press Enter when it is empty and still.",
             s.reading)
     result.update(s.tare())
@@ -334,16 +340,12 @@ def wizard(s: Session, ui: Prompter, max_error_pct: float) -> dict:
                 "it rests still.", s.reading)
         result["check"] = check_result(s.check(check_g), check_g, max_error_pct)
         ui.say("    " + _check_line(lane, result["check"], max_error_pct))
-    if s.applies_at_once:
-        result.update(s.save())
-        ui.say(f"4/4 Done: lane {lane} is calibrated on the device (it saved each step). "
-               "Take the weight off.")
-        return result
     failed = "check" in result and not result["check"]["ok"]
-    # the application starts again on an empty lane, so the weight leaves no event behind
+    # over the port the application starts again on an empty lane, so the weight leaves no
+    # event behind; a running device sees it come off either way
+    save = getattr(s, "save_question", PORT_SAVE)  # the port session does not say its own
     question = (f"4/4 The check failed. Take the weight off lane {lane}. Save anyway? [y/N] "
-                if failed else f"4/4 Take the weight off lane {lane}. Write this calibration "
-                "to config.json on the board and restart it? [Y/n] ")
+                if failed else f"4/4 Take the weight off lane {lane}. {save} [Y/n] ")
     if not ui.confirm(question, default=not failed):
         raise Cancelled()
     result.update(s.save())

@@ -1,12 +1,16 @@
-"""Calibrating a lane of a running device over MQTT (docs/commands.md).
+"""Calibrating a lane of a running device over MQTT (docs/commands.md, docs/calibration.md).
 
 Commands go to {prefix}/{store}/{device}/cmd and each is answered on .../ack with the same
-id. The device's own `tare` and `calibrate` do the work on its smoothed level, refuse while
-the lane is not still (retried here until it settles) and save the result in its config.json
-themselves; `status` gives each lane's grams, for the live display and the check. Without
---store the store is found from the device's retained status. The broker options and the
-client are the ones `monitor` and `replay` use (host_tools.mqtt_client); a keeper thread keeps
-the connection alive while the wizard waits for a human.
+id. Nothing on the device changes before save(): the lane's raw level (the detector's
+smoothed level, in counts) is read through `status` until the device calls the lane still,
+several readings in a row are averaged here (an HX711 glitch left out, a trend refused, as
+over the serial port), and tare, span and check are computed with the firmware's own
+core.lane.LaneCal, starting from the calibration the device has now. save() sends ONE
+`calibrate` with `offset` and `counts_per_gram`, which the device validates as config.json
+is validated, persists and hands to its detector. Without --store the store is found from the
+device's retained status. The broker options and the client are the ones `monitor` and
+`replay` use (host_tools.mqtt_client); a keeper thread keeps the connection alive while the
+wizard waits for a human.
 """
 
 from __future__ import annotations
@@ -16,26 +20,21 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from host_tools.calibrate import CHECK_FLOOR_G, CalibrationFailed, settled
+from host_tools.calibrate import CalibrationFailed, Stats, is_still, robust_stats
 from host_tools.errors import UserError
+from host_tools.firmware import use_firmware
 from host_tools.monitor.broker_args import connect, make_client
 from host_tools.mqtt_client import Client, MQTTError
 
-SETTLE_S = 15.0  # how long a lane may take to come to rest for a step
-POLL_S = 0.4  # between status readings while waiting for a lane
-CHECK_READINGS = 5  # status readings that must agree for a check
-SPAN_ATTEMPTS = 3
-SPAN_AGREE = 0.002  # after a span the lane reads its weight within 0.2 % (or 1 g)
-FAR = 0.05  # readings more than 5 % off after a span: the device's level was not at rest
+# Still status readings averaged per step (--samples). At 10 SPS each is a level of two
+# samples, so 10 of them hold as many as the 20 raw readings the serial port averages.
+READINGS = 10
+SETTLE_S = 20.0  # how long a lane may take to come to rest for a step
+POLL_S = 0.2  # between status readings (a round trip adds to it)
 RETAINED_S = 1.0  # how long retained status messages may take after a SUBACK
 KEEP_ALIVE_S = 2.0  # the keeper's round: pings and messages while nobody else reads
-
-
-def _spread(grams: float) -> float:
-    # how far readings of a lane at rest may scatter: the device reads one 150 ms level
-    return max(2.0, 0.005 * grams)
 
 
 def _json(payload: bytes) -> dict | None:
@@ -123,43 +122,56 @@ def find_store(link: Link, prefix: str, device: str) -> str:
 
 
 class MqttSession:
-    applies_at_once = True  # the device saves a tare or span as soon as it is done
-
     def __init__(self, link: Link, device: str, store: str, prefix: str, lane: int,
-                 say: Callable[[str], None]) -> None:
+                 readings: int, say: Callable[[str], None]) -> None:
         self.link = link
         self.device = device
         self.lane = lane
+        self.readings = readings
         self.say = say
         self.base = f"{prefix}/{store}/{device}"
         self.where = f"lane {lane} of {device} (store {store})"
-        self.changed: list[str] = []
+        self.save_question = f"Send this calibration to {device}, which saves it?"
+        self.changed: list[str] = []  # only save() changes the device
         self._ids = f"cal-{secrets.token_hex(3)}-"  # unique: a device replays a known id
         self._n = 0
+        self._check_online()
+        link.subscribe(self.base + "/ack")
+        self.cal = self._current_cal()  # updated step by step, sent by save()
 
     @classmethod
     def open(cls, args: argparse.Namespace, say: Callable[[str], None] = print
              ) -> MqttSession:
         """args: --broker, --user, --password-file, --cafile (as monitor's), --device,
-        --store, --prefix, --lane, --timeout."""
+        --store, --prefix, --lane, --samples, --timeout."""
         client = make_client(args, "calibrate")
         connect(client)
         link = Link(client, args.timeout)
         try:
             store = args.store or find_store(link, args.prefix, args.device)
-            session = cls(link, args.device, store, args.prefix, args.lane, say)
-            session._check_online()
-            link.subscribe(session.base + "/ack")
-            lanes = session.status().get("lanes") or []
-            if not lanes:
-                raise UserError(f"device {args.device} has no lanes (a gate?)")
-            if args.lane >= len(lanes):
-                raise UserError(f"--lane {args.lane}: device {args.device} has {len(lanes)} "
-                                f"lane(s), 0..{len(lanes) - 1}")
-            return session
+            return cls(link, args.device, store, args.prefix, args.lane,
+                       args.samples or READINGS, say)
         except BaseException:
             link.close()
             raise
+
+    def _current_cal(self):
+        """The lane's calibration on the device now (a core.lane.LaneCal): the steps start
+        from it, so a tare alone keeps its counts per gram and a span alone its offset."""
+        use_firmware()
+        from core.lane import LaneCal
+
+        lanes = self.status().get("lanes") or []
+        if not lanes:
+            raise UserError(f"device {self.device} has no lanes (a gate?)")
+        if self.lane >= len(lanes):
+            raise UserError(f"--lane {self.lane}: device {self.device} has {len(lanes)} "
+                            f"lane(s), 0..{len(lanes) - 1}")
+        lane = lanes[self.lane]
+        if not all(k in lane for k in ("raw", "offset", "counts_per_gram", "still")):
+            raise UserError(f"device {self.device} does not report its lanes' raw levels "
+                            "(firmware older than this shelfctl): deploy the firmware again")
+        return LaneCal(lane["offset"], lane["counts_per_gram"])
 
     def _check_online(self) -> None:
         # The retained status says how the device last left the broker (will: offline).
@@ -208,93 +220,85 @@ class MqttSession:
             raise CalibrationFailed(f"device {self.device} refused: {ack.get('error')}")
         return ack.get("result") or {}
 
-    def _when_still(self, body: dict) -> dict:
-        # tare and calibrate need a still lane; a weight just put down rings for a while
-        end = time.monotonic() + SETTLE_S
-        told = False
-        while True:
-            ack = self.command(body)
-            error = str(ack.get("error") or "")
-            if ack.get("ok") or "not still" not in error or time.monotonic() > end:
-                break
-            if not told:
-                self.say(f"    waiting for lane {self.lane} to come to rest ...")
-                told = True
-            time.sleep(POLL_S)
-        if not ack.get("ok"):
-            raise CalibrationFailed(f"device {self.device} refused: {error}")
-        return ack.get("result") or {}
-
     def status(self) -> dict:
         return self._result({"cmd": "status"})
 
-    def grams(self) -> float | None:
+    def _lane_now(self) -> dict:
         lane = self.status()["lanes"][self.lane]
         if lane.get("faulted"):
             raise CalibrationFailed(f"lane {self.lane} of {self.device}: its HX711 is not "
                                     "reading (wiring or chip?)")
-        return lane.get("grams")
+        return lane
+
+    # ---- readings ------------------------------------------------------------------------
+
+    def measure(self) -> Stats:
+        """The lane's raw level averaged over `readings` status readings in a row that the
+        device calls still and that show no trend (a weight still settling, a creeping cell)."""
+        window: list[int] = []
+        told = False
+        end = time.monotonic() + SETTLE_S + self.readings * POLL_S
+        while True:
+            lane = self._lane_now()
+            if lane["still"] and lane["raw"] is not None:
+                window = (window + [lane["raw"]])[-self.readings:]
+                if len(window) == self.readings and is_still(window):
+                    return robust_stats(window)
+            else:
+                window = []  # it moved: start over
+                if not told:
+                    self.say(f"    waiting for lane {self.lane} to come to rest ...")
+                    told = True
+            if time.monotonic() > end:
+                raise CalibrationFailed(f"lane {self.lane} does not come to rest (no "
+                                        f"{self.readings} still readings in a row): keep "
+                                        "hands off the shelf and retry")
+            time.sleep(POLL_S)
+
+    def reading(self) -> str:
+        lane = self._lane_now()
+        raw = lane["raw"]
+        if raw is None:
+            return "warming up"
+        return (f"{self.cal.grams(raw):10.1f} g  ({raw} counts)"
+                + ("" if lane["still"] else ", moving"))
 
     # ---- steps ---------------------------------------------------------------------------
 
-    def reading(self) -> str:
-        g = self.grams()
-        return "warming up" if g is None else f"{g:10.1f} g"
-
     def tare(self) -> dict:
-        result = self._when_still({"cmd": "tare", "lane": self.lane})
-        self.changed.append("tare")
-        return {"offset": result["lanes"][0]["offset"]}
+        st = self.measure()
+        self.cal.tare(st.mean)
+        return {"offset": self.cal.offset, "noise_counts": round(st.stdev, 1)}
 
     def span(self, grams: float) -> dict:
-        # The device sees a weight move a couple of samples late, so it may take its level
-        # while the weight is still coming down. Once spanned the lane reads grams: if it
-        # does not come to rest at the known weight, span again (the weight is still on it).
-        for attempt in range(SPAN_ATTEMPTS):
-            result = self._when_still({"cmd": "calibrate", "lane": self.lane, "grams": grams})
-            if "span" not in self.changed:
-                self.changed.append("span")
-            if self._reads(grams):
-                return {"counts_per_gram": round(result["counts_per_gram"], 4)}
-            if attempt < SPAN_ATTEMPTS - 1:
-                self.say(f"    lane {self.lane} does not read {grams:g} g after the span (the "
-                         "weight was still moving?): spanning again")
-        raise CalibrationFailed(f"lane {self.lane} does not read {grams:g} g after "
-                                f"{SPAN_ATTEMPTS} spans: is the weight resting on it alone?")
+        from core.lane import CalibrationError
 
-    def _reads(self, grams: float) -> bool:
-        agree = max(CHECK_FLOOR_G, SPAN_AGREE * grams)
-        for window in self._windows():
-            mean = sum(window) / len(window)
-            if settled(window, _spread(grams)) and abs(mean - grams) <= agree:
-                return True
-            if all(abs(g - grams) > FAR * grams for g in window):
-                return False  # nowhere near: no use waiting
-        return False
+        st = self.measure()
+        cal = self.cal
+        try:
+            cal.span(st.mean, grams)
+        except CalibrationError as exc:
+            raise CalibrationFailed(f"span: {exc}") from None
+        return {"counts_per_gram": round(cal.counts_per_gram, 4),
+                "noise_g": round(st.stdev / abs(cal.counts_per_gram), 3)}
 
     def check(self, grams: float) -> float:
-        """The mean of CHECK_READINGS status readings that agree (the lane at rest)."""
-        window: list[float] = []
-        for window in self._windows():
-            if settled(window, _spread(grams)):
-                return sum(window) / len(window)
-        raise CalibrationFailed(f"lane {self.lane} does not come to rest (last readings "
-                                f"{', '.join(f'{g:.1f}' for g in window)} g)")
-
-    def _windows(self) -> Iterator[list[float]]:
-        """The last CHECK_READINGS readings, after each new one, for up to SETTLE_S."""
-        window: list[float] = []
-        end = time.monotonic() + SETTLE_S
-        while time.monotonic() <= end:
-            g = self.grams()
-            if g is not None:
-                window = (window + [g])[-CHECK_READINGS:]
-                if len(window) == CHECK_READINGS:
-                    yield window
-            time.sleep(POLL_S)
+        return self.cal.grams(self.measure().mean)
 
     def save(self) -> dict:
-        return {"saved": True}  # the device saved each step in its config.json
+        """One `calibrate` with offset and counts_per_gram: the device checks, saves and
+        applies both at once."""
+        cal = self.cal
+        body = {"cmd": "calibrate", "lane": self.lane, "offset": cal.offset,
+                "counts_per_gram": round(cal.counts_per_gram, 4)}
+        self.changed.append("the calibration was sent to the device, which may have saved it")
+        ack = self.command(body)
+        if not ack.get("ok"):
+            self.changed.clear()  # refused: nothing saved
+            raise CalibrationFailed(f"device {self.device} refused: {ack.get('error')}")
+        result = ack.get("result") or {}
+        return {"offset": result.get("offset"), "counts_per_gram": result.get("counts_per_gram"),
+                "saved": True}
 
     def close(self) -> None:
         self.link.close()

@@ -13,8 +13,8 @@ import json
 from micropython import const
 
 from apps.fields import (CAPACITY, MAX_GRAMS, SKU, TELEMETRY_MAX_S, TELEMETRY_MIN_S,
-                         UNIT_G)
-from apps.schema import Dict, Float, Int, Str, Value, printable, show, validate
+                         UNIT_G, counts_per_gram_field, offset_field)
+from apps.schema import Dict, Float, Int, Str, Value, add_error, printable, show, validate
 
 MAX_BYTES = const(1024)  # larger payloads are refused before parsing (heap on the ESP32)
 MAX_ID_CHARS = const(64)
@@ -50,6 +50,12 @@ class Handler:
 
     def calibrate(self, lane, grams):
         """`grams` (> 0) lie on the tared lane: set its counts per gram; persist it."""
+        raise CommandError("not supported on this device")
+
+    def set_calibration(self, lane, offset, counts_per_gram):
+        """`calibrate` with `offset` (int counts) and `counts_per_gram` (a float, validated
+        as config.json's) instead of `grams`: a calibration computed elsewhere (the host
+        averaged the lane's raw level); set both at once and persist them."""
         raise CommandError("not supported on this device")
 
     def planogram(self, lane, sku, unit_g, capacity):
@@ -169,12 +175,32 @@ def _schema(cmd, lanes):
     if cmd == "tare":
         fields += (Int("lane", min=0, max=top, optional=True),)
     elif cmd == "calibrate":
-        fields += (Int("lane", min=0, max=top), Float("grams", gt=0, max=MAX_GRAMS))
+        fields += (Int("lane", min=0, max=top),
+                   Float("grams", gt=0, max=MAX_GRAMS, optional=True),
+                   offset_field(optional=True), counts_per_gram_field(optional=True))
+        return Dict(None, *fields, check=_one_calibration)
     elif cmd == "planogram":
         fields += (Int("lane", min=0, max=top), SKU, UNIT_G, CAPACITY)
     elif cmd == "telemetry":
         fields += (Int("period_s", min=TELEMETRY_MIN_S, max=TELEMETRY_MAX_S),)
     return Dict(None, *fields)
+
+
+def _one_calibration(args, path, errors):
+    # calibrate takes grams (a span the device measures) or offset + counts_per_gram (set
+    # as given): exactly one of the two. A field that failed has said so already.
+    if errors:
+        return
+    direct = [k for k in ("offset", "counts_per_gram") if args.get(k) is not None]
+    if args.get("grams") is not None:
+        if direct:
+            add_error(errors, direct[0], "not with grams (give grams, or offset and "
+                                         "counts_per_gram)")
+    elif not direct:
+        add_error(errors, "grams", "required")
+    elif len(direct) == 1:
+        other = "counts_per_gram" if direct[0] == "offset" else "offset"
+        add_error(errors, other, "required with " + direct[0])
 
 
 class Commands:
@@ -251,12 +277,15 @@ class Commands:
         return ack
 
     def _run(self, cid, cmd, args):
-        fn = getattr(self.handler, cmd, None)
+        direct = cmd == "calibrate" and args["grams"] is None  # offset + counts_per_gram
+        fn = getattr(self.handler, "set_calibration" if direct else cmd, None)
         if fn is None:
             return ack_error(cid, cmd + ": not supported on this device")
         try:
             if cmd == "tare":
                 result = fn(args["lane"])
+            elif direct:
+                result = fn(args["lane"], args["offset"], args["counts_per_gram"])
             elif cmd == "calibrate":
                 result = fn(args["lane"], args["grams"])
             elif cmd == "planogram":

@@ -12,16 +12,14 @@ import os
 from micropython import const
 
 from apps.fields import (CAPACITY, MAX_GRAMS, SKU, SKU_CHARS, TELEMETRY_MAX_S,  # noqa: F401
-                         TELEMETRY_MIN_S, UNIT_G)
-from apps.schema import Dict, Float, Int, List, Str, add_error, join, printable, show, validate
+                         TELEMETRY_MIN_S, UNIT_G, counts_per_gram_field, offset_field)
+from apps.schema import Dict, Int, List, Str, add_error, join, printable, show, validate
 from core.lane import LaneCal
 
 CONFIG_FILE = "config.json"
 BOARD_FILE = "board.json"
 MAX_FILE_BYTES = const(16384)  # read at most this much: a bigger file is an error, not OOM
 MAX_LANES = const(8)
-RAW_MIN = const(-8388608)  # HX711 conversions are 24-bit two's complement
-RAW_MAX = const(8388607)
 
 ROLES = ("shelf", "gate")
 CHIPS = ("esp32", "esp32s3", "virtual")
@@ -136,17 +134,11 @@ def _wpa_check(v, path, errors):
                   + " (got %d characters)" % len(v))
 
 
-def _cpg_check(v, path, errors):
-    if abs(v) < 0.001:  # LaneCal keeps counts per kg as an int: it must not round to 0
-        add_error(errors, path, "must be at least 0.001 in magnitude" + " (got " + show(v) + ")")
-
-
 # -- schemas -----------------------------------------------------------------------------------
-# The planogram fields (SKU, UNIT_G, CAPACITY) live in apps.fields, shared with the commands.
+# The calibration and planogram fields live in apps.fields, shared with the commands.
 GAIN = Int("gain", default=128, choices=GAINS)
-OFFSET = Int("offset", default=0, min=RAW_MIN, max=RAW_MAX)
-COUNTS_PER_GRAM = Float("counts_per_gram", nonzero=True, min=-1000000, max=1000000,
-                        check=_cpg_check)
+OFFSET = offset_field(default=0)
+COUNTS_PER_GRAM = counts_per_gram_field()
 LANE = Dict(None, GAIN, OFFSET, COUNTS_PER_GRAM, SKU, UNIT_G, CAPACITY,
             Dict("pins", Int("dout", min=0, max=_MAX_PIN), optional=True))
 

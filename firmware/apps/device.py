@@ -25,7 +25,8 @@ from apps.telemetry import Telemetry
 from apps.version import VERSION
 from apps.watchdog import Watchdog
 from core import event
-from core.detector import STILL
+from core.detector import ACTIVE, STILL
+from core.lane import LaneCal
 from core.outbox import Outbox
 
 CONFIG_FILE = "config.json"
@@ -387,6 +388,18 @@ class Device(Handler):
         self._save()
         return {"lane": lane, "counts_per_gram": self.cals[lane].counts_per_gram}
 
+    def set_calibration(self, lane, offset, counts_per_gram):
+        # A new LaneCal (its checks pass before anything changes) in place of the old one,
+        # in the list the detector reads too; then persisted as a tare or span is.
+        det = self._shelf().detector
+        old = self.cals[lane]
+        cal = LaneCal(offset, counts_per_gram, old.unit_g, old.sku, old.capacity)
+        self.cals[lane] = cal
+        det.lanes[lane] = cal  # the detector's list (the same one today): neither goes stale
+        self._persist(lane)
+        self._save()
+        return {"lane": lane, "offset": cal.offset, "counts_per_gram": cal.counts_per_gram}
+
     def planogram(self, lane, sku, unit_g, capacity):
         self._shelf()
         self.cals[lane].set_planogram(sku, unit_g, capacity)
@@ -407,11 +420,22 @@ class Device(Handler):
                "outbox_depth": self.outbox.depth, "next_seq": self.outbox.next_seq}
         sampler = self.sampler
         if sampler is not None:
-            det = sampler.detector
-            out["lanes"] = [{"lane": i, "sku": self.cals[i].sku,
-                             "grams": self._grams(i, det.level(i)),
-                             "faulted": sampler.faulted(i)} for i in range(self.lanes)]
+            out["lanes"] = [self._lane_status(i, sampler) for i in range(self.lanes)]
         return out
+
+    def _lane_status(self, lane, sampler):
+        # What a host needs to calibrate the lane itself (docs/calibration.md): the smoothed
+        # level in counts, the calibration it is read with, and whether it has settled
+        # (the detector is not in the middle of a change; a plateau it is still judging is
+        # settled). About 150 bytes with a long SKU: 8 lanes stay under 2 KB.
+        det = sampler.detector
+        cal = self.cals[lane]
+        level = det.level(lane)
+        faulted = sampler.faulted(lane)
+        return {"lane": lane, "sku": cal.sku, "grams": self._grams(lane, level),
+                "faulted": faulted, "raw": level, "offset": cal.offset,
+                "counts_per_gram": cal.counts_per_gram,
+                "still": level is not None and not faulted and det.state(lane) != ACTIVE}
 
     def _grams(self, lane, level):
         if level is None:
