@@ -35,7 +35,6 @@ from host_tools.monitor.broker_args import PASSWORD_ENV
 MAX_GRAMS = 100000.0  # the firmware's limit for a known weight (apps.fields.MAX_GRAMS)
 CHECK_FLOOR_G = 1.0  # a check within this many grams passes whatever the percentage
 PORT_SAMPLES = 20  # raw readings averaged per step over the serial port (2 s at 10 SPS)
-PORT_SAVE = "Write this calibration to config.json on the board and restart it?"
 
 
 class CalibrationFailed(RuntimeError):
@@ -106,6 +105,7 @@ class Session(Protocol):
     where: str  # "lane 0 of shelf-1 (store s1)", for messages
     lane: int
     changed: list[str]  # what may already have changed on the device, for a cancel message
+    save_question: str  # the wizard's last question, before save()
 
     def reading(self) -> str: ...  # what the lane reads now, one short line
     def tare(self) -> dict: ...
@@ -343,7 +343,7 @@ def wizard(s: Session, ui: Prompter, max_error_pct: float) -> dict:
     failed = "check" in result and not result["check"]["ok"]
     # over the port the application starts again on an empty lane, so the weight leaves no
     # event behind; a running device sees it come off either way
-    save = getattr(s, "save_question", PORT_SAVE)  # the port session does not say its own
+    save = s.save_question
     question = (f"4/4 The check failed. Take the weight off lane {lane}. Save anyway? [y/N] "
                 if failed else f"4/4 Take the weight off lane {lane}. {save} [Y/n] ")
     if not ui.confirm(question, default=not failed):

@@ -51,7 +51,8 @@ def _cal_read(lane, n):
 
 
 class PortSession:
-    applies_at_once = False  # nothing reaches the board before save()
+    # nothing reaches the board before save()
+    save_question = "Write this calibration to config.json on the board and restart it?"
 
     def __init__(self, t: SerialTransport, lane: int, config_raw: dict, board_bytes: bytes,
                  samples: int, say: Callable[[str], None]) -> None:
