@@ -19,6 +19,8 @@ from host_tools.firmware import FIRMWARE_DIR, REPO
 CACHE_DIR = REPO / ".build" / "mpy-cache"
 
 KEEP_SOURCE = {"boot.py", "main.py"}
+#: Build-time only, never on a board: the freeze manifest (read by MicroPython's build).
+NOT_FIRMWARE = {"manifest.py"}
 
 #: mpy-cross -march by a board definition's "chip". It matters only to native / viper code
 #: (the firmware has none today), but a .mpy says which arch it was built for. The virtual
@@ -77,7 +79,8 @@ def compile_file(src: Path, out: Path, source_name: str, cache_dir: Path | None 
 
 def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR,
                  cache_dir: Path | None = CACHE_DIR, arch: str | None = None) -> list[Path]:
-    """Every .py under src_dir as .mpy under out_dir (boot.py / main.py copied as source).
+    """Every .py under src_dir as .mpy under out_dir (boot.py / main.py copied as source,
+    the freeze manifest left out).
     Returns the files written, relative to out_dir. cache_dir: reuse earlier compilations of
     the same source by the same mpy-cross (None: always compile). arch: mpy-cross -march."""
     written = []
@@ -85,6 +88,8 @@ def compile_tree(out_dir: Path, src_dir: Path = FIRMWARE_DIR,
         if "__pycache__" in src.parts:
             continue
         rel = src.relative_to(src_dir)
+        if rel.as_posix() in NOT_FIRMWARE:
+            continue
         if rel.as_posix() in KEEP_SOURCE:
             dest = out_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from host_tools.firmware import FIRMWARE_DIR, HW_DIR
-from host_tools.mpy import mpy_cross_cmd
+from host_tools.mpy import NOT_FIRMWARE, mpy_cross_cmd
 
 NOT_IMPORTED = {"main", "boot"}
 # 'M', mpy version 6, no native code (so no arch / sub-version flags), 31-bit small ints
@@ -25,8 +25,10 @@ MPY_HEADER = b"M\x06\x00\x1f"
 
 
 def firmware_sources() -> list[Path]:
+    # NOT_FIRMWARE: the freeze manifest, read by MicroPython's build, never on a board
     return sorted(
         p for p in FIRMWARE_DIR.rglob("*.py") if "__pycache__" not in p.parts
+        and p.relative_to(FIRMWARE_DIR).as_posix() not in NOT_FIRMWARE
     )
 
 
