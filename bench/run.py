@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         report["monitor_ingest"] = monitor_ingest()
         if not args.no_vm:
             report["device_heap_vm"] = device_heap_vm()
+            from bench.runtime import device_heap_unix
+
+            report["device_heap_unix_32bit"] = device_heap_unix()
             from bench.deploy import deploy_vs_mpremote
 
             report["deploy_vs_mpremote"] = deploy_vs_mpremote()
@@ -313,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
                           for k, v in ingest["targets"].items()))
     elif ingest:
         print(f"monitor ingest: {ingest['error']}")
+    unix = report.get("device_heap_unix_32bit")
+    if unix and "skipped" not in unix:
+        print(f"device heap, 32-bit unix build: {unix['mpy']['firmware_steady_bytes']} B as .mpy, "
+              f"{unix['frozen']['firmware_steady_bytes']} B frozen "
+              f"({'met' if unix['met_frozen'] else 'NOT met'} frozen: {unix['target']})")
+    elif unix:
+        print(f"device heap, 32-bit unix build: skipped ({unix['skipped']})")
     heap = report.get("device_heap_vm")
     if heap and "error" not in heap:
         print(f"device heap in the VM: {heap['firmware_steady_bytes']} B steady "

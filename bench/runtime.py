@@ -163,5 +163,30 @@ def device_heap_vm(seconds: float = 10.0) -> dict:
     }
 
 
+def device_heap_unix() -> dict:
+    """The same workload under MicroPython unix-port binaries built 32-bit, firmware as .mpy
+    files and frozen into the binary (docs/runtime.md, "Heap with frozen firmware"). Runs only
+    where the binaries were built: commands in $SHELF_MP_UNIX (plain) and $SHELF_MP_UNIX_FROZEN
+    (built with firmware/manifest.py)."""
+    import os
+    import shlex
+
+    from host_tools.vm.device_heap_unix import run_device_unix
+
+    plain, frozen = os.environ.get("SHELF_MP_UNIX"), os.environ.get("SHELF_MP_UNIX_FROZEN")
+    if not plain or not frozen:
+        return {"skipped": "set SHELF_MP_UNIX and SHELF_MP_UNIX_FROZEN to unix-port builds "
+                           "(docs/runtime.md, 'Heap with frozen firmware')"}
+    out = {}
+    for mode, cmd in (("mpy", plain), ("frozen", frozen)):
+        r = run_device_unix(shlex.split(cmd), mode, lanes=6, seconds=10.0, sps=80,
+                            picks=[(3.0, 1), (4.0, 4)])
+        out[mode] = {"firmware_steady_bytes": r["heap"]["steady"] - r["heap"]["harness"],
+                     "events_published": len(r["events"])}
+    out["target"] = "<= 40 KB steady heap"
+    out["met_frozen"] = out["frozen"]["firmware_steady_bytes"] <= 40 * 1024
+    return out
+
+
 if __name__ == "__main__":
     print(json.dumps({"outbox_replay": outbox_replay(), "heap": device_heap_vm()}, indent=1))

@@ -167,9 +167,11 @@ def _swap_source() -> str:
 def deploy_firmware(t: SerialTransport, src: Path = FIRMWARE_DIR, *, force: bool = False,
                     dry_run: bool = False, extra: dict[str, bytes] | None = None,
                     reset: bool = True, log=lambda text: None,
-                    arch: str | None = None) -> DeployReport:
+                    arch: str | None = None, frozen: bool = False) -> DeployReport:
     """Deploy `src` (compiled for `arch`, mpy-cross -march) plus `extra` files (board path ->
-    bytes) to the board."""
+    bytes) to the board. frozen: the board's image holds the packages (firmware/manifest.py):
+    only the top-level files travel, and deployed packages, which would shadow the frozen
+    ones ('' comes before '.frozen' on sys.path), are removed."""
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -178,15 +180,19 @@ def deploy_firmware(t: SerialTransport, src: Path = FIRMWARE_DIR, *, force: bool
         except MpyCrossError as exc:
             raise UserError(str(exc)) from None
         local = {"/" + rel.as_posix(): (out / rel).read_bytes() for rel in written}
+    top_dirs = sorted({"/" + p.split("/")[1] for p in local if p.count("/") > 1})
+    if frozen:
+        local = {p: d for p, d in local.items() if p.count("/") == 1}
     local.update(extra or {})
     wanted = {p: hashlib.sha256(d).hexdigest()[:PREFIX] for p, d in local.items()}
-    top_dirs = sorted({"/" + p.split("/")[1] for p in local if p.count("/") > 1})
     top_files = [p for p in local if p.count("/") == 1]
     t.exec("pass")  # into the raw REPL (stops main.py), before timing what is ours
     have = board_hashes(t, top_dirs, top_files)
     changed = {p: local[p] for p in local if force or have.get(p) != wanted[p]}
     stale = sorted(p for p in have if p.endswith(".py") and p[:-3] + ".mpy" in local
                    and p not in local)
+    if frozen:  # whole package directories go (an empty one would still shadow)
+        stale = [d for d in top_dirs if any(p.startswith(d + "/") for p in have)]
     report = DeployReport(len(local), len(changed), sum(map(len, changed.values())), 0, 0.0,
                           stale)
     if dry_run or (not changed and not stale):
@@ -233,6 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="show what would be sent")
     parser.add_argument("--baud", type=int, default=115200)
     parser.add_argument("--no-reset", action="store_true", help="do not soft-reset afterwards")
+    parser.add_argument("--frozen", action="store_true",
+                        help="the board's image has the firmware frozen in (firmware/manifest.py):"
+                        " send boot.py and main.py only, remove deployed packages")
 
 
 def board_definition(name: str) -> bytes:
@@ -270,13 +279,15 @@ def run(args: argparse.Namespace) -> int:
             # compiled for the board's chip: the definition given, else the one it has
             arch = arch_of(extra.get("/board.json") or _board_json_on(t))
             r = deploy_firmware(t, force=args.force, dry_run=args.dry_run, extra=extra,
-                                reset=not args.no_reset, arch=arch)
+                                reset=not args.no_reset, arch=arch, frozen=args.frozen)
     except TransportError as exc:
         raise UserError(f"{args.port}: {exc}") from None
     verb = "would send" if args.dry_run else "sent"
     print(f"{verb} {r.sent} of {r.files} files, {r.payload_bytes} bytes "
           f"({r.wire_bytes} on the wire) in {r.seconds:.2f} s, "
           f"{r.payload_rate / 1024:.1f} KB/s payload"
-          + (f"; removed {len(r.removed)} stale .py" if r.removed else "")
-          + f"; {'.mpy for ' + arch if arch else 'portable .mpy (no board.json: any arch)'}")
+          + (f"; removed {', '.join(r.removed)}" if args.frozen and r.removed else
+             f"; removed {len(r.removed)} stale .py" if r.removed else "")
+          + ("; packages frozen in the image" if args.frozen else
+             f"; {'.mpy for ' + arch if arch else 'portable .mpy (no board.json: any arch)'}"))
     return 0

@@ -70,7 +70,10 @@ def finish():
         moved += 1
     for path in plan.get("remove", ()):
         if _exists(path):
-            os.remove(path)
+            try:
+                os.remove(path)
+            except OSError:  # a directory (a package a frozen image now holds)
+                _rmtree(path)
     os.remove(JOURNAL)
     _rmtree(STAGE)
     return moved

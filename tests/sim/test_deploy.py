@@ -89,3 +89,21 @@ def test_a_transfer_cut_midway_leaves_the_old_firmware_whole(board, tmp_path):
         report = deploy_firmware(t, src)
         assert report.sent == 3
         assert t.eval("__import__('core.detector').detector.CHANGED") == 1
+
+
+def test_frozen_deploy_sends_only_the_top_files_and_removes_shadowing_packages(board, tmp_path):
+    flash = tmp_path / "board"
+    with SerialTransport(board.port, timeout=30) as t:
+        deploy_firmware(t)
+    assert (flash / "core" / "detector.mpy").exists()
+    cmd = [sys.executable, "-m", "host_tools.cli", "deploy", "--port", board.port, "--no-reset"]
+    p = subprocess.run(cmd + ["--frozen"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("sent 0 of 2 files")  # boot.py and main.py were there already
+    assert "removed /apps, /core, /drivers, /net" in p.stdout
+    assert not any((flash / name).exists() for name in ("apps", "core", "drivers", "net"))
+    assert (flash / "boot.py").exists() and (flash / "main.py").exists()
+    again = subprocess.run(cmd + ["--frozen"], capture_output=True, text=True, timeout=120)
+    assert again.stdout.startswith("sent 0 of 2 files") and "removed" not in again.stdout
+    back = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # as files again
+    assert back.stdout.startswith("sent 28 of 30 files"), back.stdout
