@@ -289,5 +289,5 @@ def run(args: argparse.Namespace) -> int:
           + (f"; removed {', '.join(r.removed)}" if args.frozen and r.removed else
              f"; removed {len(r.removed)} stale .py" if r.removed else "")
           + ("; packages frozen in the image" if args.frozen else
-             f"; {'.mpy for ' + arch if arch else 'portable .mpy (no board.json: any arch)'}"))
+             f"; {'.mpy for ' + arch if arch else 'portable .mpy (no native arch)'}"))
     return 0
