@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 from host_tools.errors import UserError
-from host_tools.monitor.broker_args import PASSWORD_ENV
+from host_tools.monitor.broker_args import add_credential_arguments
 
 MAX_GRAMS = 100000.0  # the firmware's limit for a known weight (apps.fields.MAX_GRAMS)
 CHECK_FLOOR_G = 1.0  # a check within this many grams passes whatever the percentage
@@ -206,13 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baud", type=int, default=115200, help="with --port (default 115200)")
     parser.add_argument("--prefix", default="store/v1", help="with --broker: topic prefix "
                         "(default store/v1)")
-    parser.add_argument("--user", metavar="NAME", help="with --broker: MQTT user name")
-    parser.add_argument("--password-file", metavar="FILE",
-                        help=f"with --user: the password, the file's first line (else "
-                             f"${PASSWORD_ENV})")
-    parser.add_argument("--cafile", metavar="FILE",
-                        help="with mqtts://: the CA that signed the broker's certificate "
-                             "(default: the system's CAs)")
+    add_credential_arguments(parser)  # with --broker
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
                         help="with --broker: seconds to wait for each answer (default 10)")
 

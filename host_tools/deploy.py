@@ -102,8 +102,8 @@ def pack(files: dict[str, bytes]) -> bytes:
 
 # On the board: inflate the blob into STAGE, checking each staged file's SHA-256 as read back
 # from flash; a mismatch stops before the journal, so the old firmware stays whole.
-_UNPACK = """
-import deflate, os, hashlib
+_UNPACK = SHA256_FN + """
+import deflate, os
 def _mk(p):
     c = ''
     for part in p.split('/')[:-1]:
@@ -121,14 +121,6 @@ def _rd(d, n):
             raise ValueError('short deploy blob')
         b += x
     return b
-def _digest(p):
-    h = hashlib.sha256()
-    with open(p, 'rb') as f:
-        while True:
-            b = f.read(2048)
-            if not b:
-                return h.digest()
-            h.update(b)
 with open(BLOB, 'rb') as _f:
     _d = deflate.DeflateIO(_f, deflate.ZLIB)
     while True:
@@ -147,7 +139,7 @@ with open(BLOB, 'rb') as _f:
                     raise ValueError('short deploy blob')
                 _o.write(_c)
                 _n -= len(_c)
-        if _digest(_dst) != _want:
+        if _sha256(_dst) != binascii.hexlify(_want).decode():
             raise ValueError('staged file differs after writing: ' + _name)
 os.remove(BLOB)
 """

@@ -21,6 +21,11 @@ PASSWORD_ENV = "SHELFCTL_MQTT_PASSWORD"
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", required=True, metavar="URL",
                         help="mqtt://host[:port] or mqtts://host[:port] (TLS)")
+    add_credential_arguments(parser)
+
+
+def add_credential_arguments(parser: argparse.ArgumentParser) -> None:
+    """--user, --password-file, --cafile: for a verb that declares --broker itself."""
     parser.add_argument("--user", metavar="NAME", help="MQTT user name")
     parser.add_argument("--password-file", metavar="FILE",
                         help=f"the password: the file's first line (else ${PASSWORD_ENV}, "
