@@ -27,7 +27,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from host_tools.errors import UserError
 from host_tools.monitor.broker_args import add_credential_arguments
@@ -113,6 +113,34 @@ class Session(Protocol):
     def check(self, grams: float) -> float: ...  # grams the lane reads
     def save(self) -> dict: ...
     def close(self) -> None: ...
+
+
+class HostSteps:
+    """Tare, span and check computed here with the firmware's LaneCal (`self.cal`) from what
+    the session's measure() averages; both sessions send the result only at save()."""
+
+    cal: Any  # core.lane.LaneCal, loaded with the firmware
+    measure: Callable[[], Stats]
+
+    def tare(self) -> dict:
+        st = self.measure()
+        self.cal.tare(st.mean)
+        return {"offset": self.cal.offset, "noise_counts": round(st.stdev, 1)}
+
+    def span(self, grams: float) -> dict:
+        from core.lane import CalibrationError
+
+        st = self.measure()
+        cal = self.cal
+        try:
+            cal.span(st.mean, grams)
+        except CalibrationError as exc:
+            raise CalibrationFailed(f"span: {exc}") from None
+        cpg = cal.counts_per_gram
+        return {"counts_per_gram": round(cpg, 4), "noise_g": round(st.stdev / abs(cpg), 3)}
+
+    def check(self, grams: float) -> float:
+        return self.cal.grams(self.measure().mean)
 
 
 # ---- prompts -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from host_tools.calibrate import CalibrationFailed, Stats, is_still, robust_stats
+from host_tools.calibrate import CalibrationFailed, HostSteps, Stats, is_still, robust_stats
 from host_tools.errors import UserError
 from host_tools.firmware import use_firmware
 from host_tools.monitor.broker_args import connect, make_client
@@ -121,7 +121,7 @@ def find_store(link: Link, prefix: str, device: str) -> str:
     return found[0]
 
 
-class MqttSession:
+class MqttSession(HostSteps):
     def __init__(self, link: Link, device: str, store: str, prefix: str, lane: int,
                  readings: int, say: Callable[[str], None]) -> None:
         self.link = link
@@ -263,27 +263,7 @@ class MqttSession:
         return (f"{self.cal.grams(raw):10.1f} g  ({raw} counts)"
                 + ("" if lane["still"] else ", moving"))
 
-    # ---- steps ---------------------------------------------------------------------------
-
-    def tare(self) -> dict:
-        st = self.measure()
-        self.cal.tare(st.mean)
-        return {"offset": self.cal.offset, "noise_counts": round(st.stdev, 1)}
-
-    def span(self, grams: float) -> dict:
-        from core.lane import CalibrationError
-
-        st = self.measure()
-        cal = self.cal
-        try:
-            cal.span(st.mean, grams)
-        except CalibrationError as exc:
-            raise CalibrationFailed(f"span: {exc}") from None
-        return {"counts_per_gram": round(cal.counts_per_gram, 4),
-                "noise_g": round(st.stdev / abs(cal.counts_per_gram), 3)}
-
-    def check(self, grams: float) -> float:
-        return self.cal.grams(self.measure().mean)
+    # ---- steps (tare, span, check: HostSteps) ----------------------------------------------
 
     def save(self) -> dict:
         """One `calibrate` with offset and counts_per_gram: the device checks, saves and

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from host_tools.board import files, ports
 from host_tools.board.transport import BoardExecError, SerialTransport, TransportError
-from host_tools.calibrate import CalibrationFailed, Stats, is_still, robust_stats
+from host_tools.calibrate import CalibrationFailed, HostSteps, Stats, is_still, robust_stats
 from host_tools.deploy import put_json
 from host_tools.errors import UserError
 from host_tools.firmware import use_firmware
@@ -50,7 +50,7 @@ def _cal_read(lane, n):
 """
 
 
-class PortSession:
+class PortSession(HostSteps):
     # nothing reaches the board before save()
     save_question = "Write this calibration to config.json on the board and restart it?"
 
@@ -131,26 +131,7 @@ class PortSession:
         raw = robust_stats(self._counts(LIVE_SAMPLES)).mean
         return f"{self.cal.grams(raw):10.1f} g  ({raw:.0f} counts)"
 
-    # ---- steps ---------------------------------------------------------------------------
-
-    def tare(self) -> dict:
-        st = self.measure()
-        self.cal.tare(st.mean)
-        return {"offset": self.cal.offset, "noise_counts": round(st.stdev, 1)}
-
-    def span(self, grams: float) -> dict:
-        from core.lane import CalibrationError
-
-        st = self.measure()
-        try:
-            self.cal.span(st.mean, grams)
-        except CalibrationError as exc:
-            raise CalibrationFailed(f"span: {exc}") from None
-        return {"counts_per_gram": round(self.cal.counts_per_gram, 4),
-                "noise_g": round(st.stdev / abs(self.cal.counts_per_gram), 3)}
-
-    def check(self, grams: float) -> float:
-        return self.cal.grams(self.measure().mean)
+    # ---- steps (tare, span, check: HostSteps) ----------------------------------------------
 
     def save(self) -> dict:
         """Read-modify-write config.json: only this lane's offset and counts_per_gram."""

@@ -27,13 +27,20 @@ def board(tmp_path: Path) -> Iterator[VirtualBoard]:
     b.stop()
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker")
+def start_broker(path: Path, **kw) -> Broker:
+    """A real mosquitto in `path` (Broker's keywords: users, ...), started; the test is
+    skipped where mosquitto cannot be had."""
+    b = Broker(path, **kw)
     try:
         b.start()
     except ToolMissing as exc:
         pytest.skip(str(exc))
+    return b
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = start_broker(tmp_path / "broker")
     yield b
     b.stop()
 

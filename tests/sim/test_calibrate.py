@@ -25,12 +25,12 @@ from host_tools import mosquitto
 from host_tools.board.transport import SerialTransport
 from host_tools.cli import main
 from host_tools.deploy import deploy_firmware, put_json
-from host_tools.mosquitto import Broker, ToolMissing
+from host_tools.mosquitto import Broker
 from host_tools.sim import vmroot_hw
 from host_tools.sim.board import VirtualBoard
 from host_tools.sim.board_cmd import BOARD_JSON, shelf_config
 from tests.broker.conftest import Subscriber
-from tests.sim.conftest import SHELFCTL
+from tests.sim.conftest import SHELFCTL, start_broker
 
 DEVICE = "cal-shelf"
 STORE = "s1"
@@ -119,11 +119,7 @@ def assert_true_calibration(lane_cfg: dict, lane: int) -> None:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     """One deployed shelf board (4 lanes, all calibrated wrong) on a real mosquitto."""
     root = tmp_path_factory.mktemp("calibrate")
-    broker = Broker(root / "broker")
-    try:
-        broker.start()
-    except ToolMissing as exc:
-        pytest.skip(str(exc))
+    broker = start_broker(root / "broker")
     board = VirtualBoard(root / "board", baud=0)
     board.start()
     status = Subscriber(broker, f"{BASE}/status").start()

@@ -16,8 +16,9 @@ import pytest
 from host_tools.board import ports
 from host_tools.deploy import put_json
 from host_tools.firmware import REPO
-from host_tools.mosquitto import Broker, ToolMissing, make_certs, tool
+from host_tools.mosquitto import Broker, make_certs, tool
 from host_tools.sim.board import VirtualBoard
+from tests.sim.conftest import start_broker
 
 SHELFCTL = [sys.executable, "-m", "host_tools.cli"]
 WIFI_PW = "store-secret"  # what the virtual board's access point takes
@@ -33,11 +34,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def broker(work: Path) -> Iterator[Broker]:
-    b = Broker(work / "broker", users=MQTT_PW)
-    try:
-        b.start()
-    except ToolMissing as exc:
-        pytest.skip(str(exc))
+    b = start_broker(work / "broker", users=MQTT_PW)
     yield b
     b.stop()
 
