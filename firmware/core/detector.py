@@ -38,6 +38,7 @@ ACTIVE = const(1)
 PENDING = const(2)
 
 SMOOTH_MS = const(150)  # boxcar length
+LOW_RATE_HZ = const(40)  # below: a 10 SPS chip, whose readings are already averaged
 SETTLE_MS = const(75)  # how long the smoothed level must stay put
 CALM_SAMPLES = const(2)  # ...confirmed on this many samples in a row (not a turning point)
 UNIT_STILL_PERMIL = const(40)  # spread below 4 % of an item is still enough to count
@@ -58,8 +59,11 @@ PUT_WAIT_MS = const(2000)  # a put with no release signature waits this long (ha
 RELEASE_PER_25 = const(2)  # release signature: the level overshot the final one by 2/25 (8 %)
 ANCHOR_MS = const(700)  # still this long after a change: the new level is the count anchor
 HELD_REAL_MS = const(1500)  # a pending plateau held this long before new activity was real
-FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s
-XT_WINDOW_MS = const(1000)  # how close in time the neighbour's activity must be
+FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s...
+FLAT_WAIT_MS = const(1500)  # ...but a plateau this flat for this long is no hand (hands wander)
+K_FLAT = const(4)  # flat: the level's range stays within 4 x the quiet spread...
+FLAT_PER_100 = const(1)  # ...+ 1 % of the change (a hand wanders by more of its force)
+XT_WINDOW_MS = const(250)  # how close in time the neighbour's activity must be
 XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is load sharing
 XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
 XT_SHAKE_PCT = const(5)  # an adjacent lane leaks at most this share of its load into ours
@@ -126,10 +130,16 @@ class ShelfDetector:
             raise ValueError("sample rate must be >= 1 Hz")
         self.lanes = lanes  # type: list[LaneCal]
         self.n = n
-        m = max(2, min(32, (rate * smooth_ms + 500) // 1000))
-        s = max(3, min(32, (rate * settle_ms + 500) // 1000))
+        if rate < LOW_RATE_HZ:
+            # A slow HX711 reading is already a 100 ms average (the chip's own filter): no
+            # boxcar on top of it, and two readings in a row make the stillness window.
+            m = 2
+            s = 2
+        else:
+            m = max(2, min(32, (rate * smooth_ms + 500) // 1000))
+            s = max(3, min(32, (rate * settle_ms + 500) // 1000))
         # confirmations in a row before a settle counts; at 10 SPS one sample is 100 ms
-        self.calm_n = CALM_SAMPLES if rate >= 40 else 1
+        self.calm_n = CALM_SAMPLES if rate >= LOW_RATE_HZ else 1
         self.m = m
         self.s = s
         self.rate = rate
@@ -153,6 +163,9 @@ class ShelfDetector:
         self._acc = _zeros(n)  # items reported since the anchor
         self._dirty = _zeros(n)  # 1: a decision was made; re-anchor once the lane rests
         self._pend = _zeros(n)  # level while PENDING (smoothed)
+        self._fmin = _zeros(n)  # range of the level since _t_flat (PENDING)
+        self._fmax = _zeros(n)
+        self._t_flat = _zeros(n)
         self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
         self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
@@ -160,9 +173,11 @@ class ShelfDetector:
         self._t_settle = _zeros(n)
         self._t_act0 = _zeros(n)
         self._t_act1 = _zeros(n)
+        self._t_near = _zeros(n)  # when a STILL lane was last near its reference level
         self._peak = _zeros(n)  # largest |level - ref| in the current activity
         self._dec_cg = _zeros(n)  # signed net change of the lane's last event (centigrams)
         self._t_dec = _zeros(n)  # ...and when it was emitted
+        self._t_dec0 = _zeros(n)  # ...and when the activity it came from began
         self._off = _zeros(n)  # the lane's zero, following drift (raw counts)
         self._floor = _zeros(n)  # still-threshold floor (noise floor or share of an item)
         self._minchg = _zeros(n)  # smallest foreign change (counts)
@@ -300,6 +315,8 @@ class ShelfDetector:
         if st == STILL:
             d = ysum - ref
             sig = self._minchg[lane] * m
+            if -sig < 2 * d < sig:
+                self._t_near[lane] = t_ms  # a slow change began after this
             if busy:
                 self._state[lane] = ACTIVE
                 self._t_act0[lane] = t_ms
@@ -308,13 +325,19 @@ class ShelfDetector:
                 # after a decision, the level the lane comes to rest at is the new anchor
                 if calm and tdiff(t_ms, self._t_still[lane]) >= ANCHOR_MS:
                     level = self._window_level(lane)
+                    if level - ref > sig or ref - level > sig:
+                        # it came to rest somewhere else (a gentle hand the lane's noise hid
+                        # from the activity test): judge that, do not adopt it
+                        self._t_act0[lane] = self._t_near[lane]
+                        self._peak[lane] = d if d > 0 else -d
+                        return self._settle(lane, t_ms)
                     self._ref[lane] = level
                     self._anchor[lane] = level
                     self._acc[lane] = 0
                     self._dirty[lane] = 0
             elif d > sig or -d > sig:
                 # a slow change that never looked like activity: judge it like a settle
-                self._t_act0[lane] = t_ms
+                self._t_act0[lane] = self._t_near[lane]
                 self._peak[lane] = d if d > 0 else -d
                 return self._settle(lane, t_ms)
             elif calm:  # auto-zero: follow drift and creep while nothing happens, slowly
@@ -349,10 +372,22 @@ class ShelfDetector:
             return None
         pend += d >> 3
         self._pend[lane] = pend
+        # how long the level has kept within a few quiet spreads (a hand never does for long)
+        if ysum > self._fmax[lane]:
+            self._fmax[lane] = ysum
+        elif ysum < self._fmin[lane]:
+            self._fmin[lane] = ysum
+        dev = ysum - self._ref[lane]
+        if dev < 0:
+            dev = -dev
+        if self._fmax[lane] - self._fmin[lane] > K_FLAT * q + dev // 100 * FLAT_PER_100:
+            self._fmax[lane] = ysum
+            self._fmin[lane] = ysum
+            self._t_flat[lane] = t_ms
         waited = tdiff(t_ms, self._t_settle[lane])
         if waited < PEND_INT_MS:
             return self._judge(lane, t_ms, pend, 0)
-        if waited >= self.foreign_wait_ms:
+        if waited >= self.foreign_wait_ms or tdiff(t_ms, self._t_flat[lane]) >= FLAT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 2)
         if waited >= PUT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 1)
@@ -373,6 +408,7 @@ class ShelfDetector:
         self._state[lane] = STILL
         self._t_still[lane] = t_ms
         self._t_act1[lane] = t_ms
+        self._t_near[lane] = t_ms
 
     # -- decisions: rare, may allocate ------------------------------------------------------
     def _window_level(self, lane):
@@ -487,6 +523,12 @@ class ShelfDetector:
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if j < 0 or j >= self.n or self._seen[j] == 0:
                 continue
+            # the neighbour's last event, if the activity it came from overlapped ours (a
+            # ringing tail since may have started a new, small activity there)
+            if (tdiff(self._t_dec[j], t0) >= -XT_WINDOW_MS
+                    and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS
+                    and mine * 100 <= pct * abs(self._dec_cg[j])):
+                return 1
             busy = self._state[j] == ACTIVE
             if not busy and tdiff(self._t_act1[j], t0) < -XT_WINDOW_MS:
                 continue  # j's last activity ended well before ours began
@@ -509,6 +551,10 @@ class ShelfDetector:
         self._paused[lane] = 0
         self._state[lane] = PENDING
         self._pend[lane] = level
+        ysum = self._bsum[lane]
+        self._fmin[lane] = ysum
+        self._fmax[lane] = ysum
+        self._t_flat[lane] = t_ms
         ev = self._judge(lane, t_ms, level, 0)
         if (ev is not None or self._state[lane] != PENDING or not self._plat_ok[lane]
                 or self._shaken(lane)):
@@ -577,12 +623,29 @@ class ShelfDetector:
                 return True
         return False
 
+    def _leaning(self, lane, dc):
+        # Could a hand still on an adjacent lane explain all of this change (a hand leaks up
+        # to XT_SHAKE_PCT of its force into its neighbours)? Then wait for it to leave.
+        mine = abs(dc) // self._cpg[lane]
+        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
+            if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
+                continue
+            dev = (self._bsum[j] - self._ref[j]) // self.m // self._cpg[j]
+            if dev < 0:
+                dev = -dev
+            if mine * 100 <= XT_SHAKE_PCT * dev:
+                return True
+        return False
+
     def _judge(self, lane, t_ms, level, patience):
         # patience 0: just settled; 1: waited PUT_WAIT_MS; 2: waited FOREIGN_WAIT_MS (final)
         if patience == 0 and self._shaken(lane):
             return None
         m = self.m
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
+        if (patience and tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
+                and self._leaning(lane, dc)):
+            return None
         total = _rdiv(level - self._anchor[lane], m)
         items = self._fit(lane, total)
         shared = False
@@ -659,6 +722,7 @@ class ShelfDetector:
             self._acc[lane] += items
         self._dec_cg[lane] = cal.cg(dc)
         self._t_dec[lane] = t_ms
+        self._t_dec0[lane] = self._t_act0[lane]
         if conf < 1:
             conf = 1
         return Change(lane, t_ms, items, cal.cg(dc), before, after, conf, cal.sku)

@@ -1,5 +1,5 @@
 # Detector behaviour on scripted shelves; portable (CPython and the MicroPython VM).
-from core.detector import ShelfDetector, tdiff
+from core.detector import FLAT_WAIT_MS, ShelfDetector, tdiff
 from core.glitch import GlitchFilter
 from core.lane import LaneCal
 from lanesim import Lane, run, samples
@@ -112,7 +112,38 @@ def test_foreign_item_waits_then_reports_no_count():
     ev = events[0]
     assert ev.count is None and ev.kind == "change"
     assert abs(ev.delta_cg - 9300) < 400
-    assert tdiff(ev.t_ms, 2400) >= det.foreign_wait_ms  # only a long wait tells it from a hand
+    # An object lies still: once its plateau has stayed flat for FLAT_WAIT_MS it is no hand,
+    # well before the long wait.
+    assert FLAT_WAIT_MS <= tdiff(ev.t_ms, 2400) < det.foreign_wait_ms
+
+
+def test_resting_hand_that_sways_waits_for_the_long_wait():
+    # The same 93 g, but a hand: it sways by a few % of its force and leaves after 5 s.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(9300, 400).wander(300, 1600, 4800).ramp(-9300, 300).hold(9000)
+    assert run(det, samples([a], cc, seed=19)) == []
+
+
+def test_a_gentle_second_pick_right_after_a_pick_is_not_absorbed():
+    # The second item is slid off slowly, starting as the first pick is decided: the lane
+    # never looks busy, and it comes to rest one item lower than the event left it.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(6)).hold(2000)
+    pick(a).hold(150)
+    a.ramp(-stock(1), 3000).hold(6000)
+    assert counts(run(det, samples([a], cc, sigma_cg=400, seed=29))) == [-1, -1]
+
+
+def test_hand_resting_on_the_neighbour_is_not_a_put_beside_it():
+    # An 800 g hand rests on lane 0 for 5 s; lane 1 (30 g items) carries 4 % of it: exactly
+    # one of its items, flat. Nothing was put anywhere.
+    cals, det, cc = shelf(2, unit_g=30)
+    a = Lane(80, stock(20, 30)).hold(2000)
+    a.ramp(80000, 300).wander(2400, 1500, 4500).ramp(-80000, 300).hold(6000)
+    b = Lane(80, stock(20, 30)).hold(2000)
+    b.ramp(3200, 300).hold(4500).ramp(-3200, 300).hold(6000)
+    assert run(det, samples([a, b], cc, sigma_cg=40, seed=31)) == []
 
 
 def test_foreign_item_then_pick_reports_both():
@@ -204,7 +235,11 @@ def test_ten_samples_per_second():
     a = Lane(10, stock(6)).hold(4000)
     pick(a, 2).hold(5000)
     put(a, 1).hold(5000)
-    assert counts(run(det, samples([a], cc, seed=47))) == [-2, 1]
+    events = run(det, samples([a], cc, seed=47))
+    assert counts(events) == [-2, 1]
+    # A 10 SPS reading is already a 100 ms average: the pick (done at 4000 + 800 ms) is
+    # reported within a few readings of the shelf coming to rest.
+    assert tdiff(events[0].t_ms, 4800) <= 300
 
 
 def test_reversed_load_cell():

@@ -52,6 +52,17 @@ class Lane:
             self.cg.append(start + delta_cg * num // (n * n * n))
         return self
 
+    def wander(self, amp_cg, period_ms, ms):
+        # A resting hand's slow sway: a triangle wave of +-amp_cg around the current load.
+        base = self.cg[-1]
+        per = self._n(period_ms)
+        for i in range(1, self._n(ms) + 1):
+            ph = i % per
+            tri = 4 * ph if 4 * ph < per else (2 * per - 4 * ph if 4 * ph < 3 * per else
+                                                4 * ph - 4 * per)
+            self.cg.append(base + amp_cg * tri // per)
+        return self
+
     def impact(self, amp_cg, hz=8, tau_ms=150):
         # Damped ringing that starts now (a released item, a bump), added on top of the load.
         n0 = len(self.cg) - 1
