@@ -5,9 +5,14 @@ HX711 boards now and then return a reading that is no weight at all, always a si
 by one bit, or one high bit flipped (bit 22: about 4.2 million counts off).
 - Saturation is never a reading: dropped.
 - An exact 0 is dropped when the lane's signal is far from 0 (it cannot be noise there).
-- What is left goes through a median of 3, which removes any single odd sample (bit slips)
-  at the cost of one sample of delay. A real step (every later sample at the new level)
-  comes through one sample late; a level held for only 2 samples comes through too.
+- A reading far from the last output that has the shape of a garbled read is dropped: the
+  bits one place late (twice the reading is the last output), bit 22 flipped, or the low 14
+  bits all ones (an interrupt mid-read clocks in ones; 2^n - 1 spikes). A real reading has
+  that shape and that jump by chance about once in 16000 steps; two glitches close together
+  would otherwise outvote the median below.
+- What is left goes through a median of 3, which removes any single odd sample at the cost
+  of one sample of delay. A real step (every later sample at the new level) comes through
+  one sample late; a level held for only 2 samples comes through too.
 A dropped reading repeats the lane's last output. Pure: no I/O, no clock; ints only, and no
 allocation per call.
 """
@@ -18,6 +23,9 @@ from micropython import const
 
 SAT_HI = const(8388607)
 SAT_LO = const(-8388608)
+MASK24 = const(0xFFFFFF)
+BIT22 = const(0x400000)
+LOW_ONES = const(0x3FFF)  # 14 low bits, all ones
 
 
 class GlitchFilter:
@@ -68,6 +76,9 @@ class GlitchFilter:
             if last > self.zero_band or last < -self.zero_band:
                 self.zeros[lane] += 1
                 return self._drop(lane)
+        if seen and self._garbled(raw, self._out[lane]):
+            self.spikes[lane] += 1
+            return self._drop(lane)
         w = self._win
         base = 3 * lane
         h = self._head[lane]
@@ -89,6 +100,25 @@ class GlitchFilter:
                 self.spikes[lane] += 1
         self._out[lane] = out
         return out
+
+    def _garbled(self, raw, last):
+        # Far from the last output and shaped like a garbled HX711 read (see the top).
+        tol = self.spike
+        d = raw - last
+        if -tol <= d <= tol:
+            return False
+        u = raw & MASK24
+        v = last & MASK24
+        if u & LOW_ONES == LOW_ONES:
+            return True
+        d = 2 * raw - last  # one clock too few, signed...
+        if -tol <= d <= tol:
+            return True
+        d = 2 * u - v  # ...or as the unsigned 24 bits
+        if -tol <= d <= tol:
+            return True
+        d = (u ^ BIT22) - v
+        return -tol <= d <= tol
 
     def _drop(self, lane):
         r = self.run[lane]

@@ -72,7 +72,24 @@ def test_bit_slip_in_the_second_reading_is_removed():
     # only the very first reading of a lane has nothing to be checked against
     f = GlitchFilter(1)
     outs = feed(f, 0, [LEVEL, LEVEL >> 1, LEVEL + 20, LEVEL - 20])
-    assert outs == [LEVEL, LEVEL, LEVEL, LEVEL - 20]
+    assert outs == [LEVEL, LEVEL, LEVEL, LEVEL]
+
+
+def test_two_garbled_reads_close_together_are_both_removed():
+    # Two glitches inside one median window would outvote it; their shape gives them away:
+    # the bits one place late (unsigned 24 bits, as the chip shifts them), bit 22 forced on,
+    # the low bits read as ones, a 2^21 - 1 spike.
+    for level in (LEVEL, -135000, 1828000):
+        u = level & 0xFFFFFF
+        garbled = [u >> 1, u | (1 << 22), u | 0xFFFF, (1 << 21) - 1]
+        for g in garbled:
+            g = g - (1 << 24) if g & 0x800000 else g
+            if abs(g - level) <= 16384:
+                continue  # no jump: nothing to remove
+            f = GlitchFilter(1)
+            raws = steady(6, level) + [g, level + 10, g - 7] + steady(6, level)
+            for v in feed(f, 0, raws):
+                assert abs(v - level) <= 37, (level, g, v)
 
 
 def test_step_passes_with_one_sample_delay():
