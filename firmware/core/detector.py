@@ -60,6 +60,7 @@ RELEASE_PER_25 = const(2)  # release signature: the level overshot the final one
 ANCHOR_MS = const(700)  # still this long after a change: the new level is the count anchor
 HELD_REAL_MS = const(1500)  # a pending plateau held this long before new activity was real
 FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s...
+PUT_FLAT_MS = const(500)  # a put without release waits PUT_WAIT_MS and for a flat level
 FLAT_WAIT_MS = const(1500)  # ...but a plateau this flat for this long is no hand (hands wander)
 K_FLAT = const(4)  # flat: the level's range stays within 4 x the quiet spread...
 FLAT_PER_100 = const(1)  # ...+ 1 % of the change (a hand wanders by more of its force)
@@ -389,7 +390,7 @@ class ShelfDetector:
             return self._judge(lane, t_ms, pend, 0)
         if waited >= self.foreign_wait_ms or tdiff(t_ms, self._t_flat[lane]) >= FLAT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 2)
-        if waited >= PUT_WAIT_MS:
+        if waited >= PUT_WAIT_MS and tdiff(t_ms, self._t_flat[lane]) >= PUT_FLAT_MS:
             return self._judge(lane, t_ms, pend, 1)
         return None
 

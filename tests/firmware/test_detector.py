@@ -91,6 +91,15 @@ def test_resting_hand_is_not_an_event():
     assert run(det, samples([a], cc, seed=13)) == []
 
 
+def test_long_resting_hand_of_whole_items_that_sways_is_not_an_event():
+    # Two items' worth of force for 4.8 s, longer than a put without release waits: the hand
+    # sways by 3 % of its force, which no item on the shelf does.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(stock(2), 300).wander(1500, 1600, 4800).ramp(-stock(2), 300).hold(9000)
+    assert run(det, samples([a], cc, seed=13)) == []
+
+
 def test_touch_and_leave_nets_zero():
     # Partly lifted (tilted) and put back: no event. Fully lifted for 0.3 s: nothing or a
     # pair that cancels, never a net change.
