@@ -63,6 +63,7 @@ FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s...
 PUT_FLAT_MS = const(500)  # a put without release waits PUT_WAIT_MS and for a flat level
 FLAT_WAIT_MS = const(1500)  # ...but a plateau this flat for this long is no hand (hands wander)
 K_FLAT = const(4)  # flat: the level's range stays within 4 x the quiet spread...
+K_FLAT_LOW = const(12)  # ...12 x at 10 SPS, where that spread is of 2 readings, not 6
 FLAT_PER_100 = const(1)  # ...+ 1 % of the change (a hand wanders by more of its force)
 XT_WINDOW_MS = const(250)  # how close in time the neighbour's activity must be
 XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is load sharing
@@ -141,6 +142,7 @@ class ShelfDetector:
             s = max(3, min(32, (rate * settle_ms + 500) // 1000))
         # confirmations in a row before a settle counts; at 10 SPS one sample is 100 ms
         self.calm_n = CALM_SAMPLES if rate >= LOW_RATE_HZ else 1
+        self._kflat = K_FLAT if rate >= LOW_RATE_HZ else K_FLAT_LOW
         self.m = m
         self.s = s
         self.rate = rate
@@ -381,7 +383,7 @@ class ShelfDetector:
         dev = ysum - self._ref[lane]
         if dev < 0:
             dev = -dev
-        if self._fmax[lane] - self._fmin[lane] > K_FLAT * q + dev // 100 * FLAT_PER_100:
+        if self._fmax[lane] - self._fmin[lane] > self._kflat * q + dev // 100 * FLAT_PER_100:
             self._fmax[lane] = ysum
             self._fmin[lane] = ysum
             self._t_flat[lane] = t_ms
