@@ -318,6 +318,8 @@ class ShelfDetector:
         if st == STILL:
             d = ysum - ref
             sig = self._minchg[lane] * m
+            if sig < K_SIG * q:
+                sig = K_SIG * q  # a noisy or vibrating lane: well clear of its own wobble
             if -sig < 2 * d < sig:
                 self._t_near[lane] = t_ms  # a slow change began after this
             if busy:
