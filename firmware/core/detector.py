@@ -177,6 +177,7 @@ class ShelfDetector:
         self._t_act0 = _zeros(n)
         self._t_act1 = _zeros(n)
         self._t_near = _zeros(n)  # when a STILL lane was last near its reference level
+        self._ref_xt = _zeros(n)  # grams of unsettled load beside the lane when _ref was set
         self._peak = _zeros(n)  # largest |level - ref| in the current activity
         self._dec_cg = _zeros(n)  # signed net change of the lane's last event (centigrams)
         self._t_dec = _zeros(n)  # ...and when it was emitted
@@ -337,6 +338,7 @@ class ShelfDetector:
                         self._peak[lane] = d if d > 0 else -d
                         return self._settle(lane, t_ms)
                     self._ref[lane] = level
+                    self._ref_xt[lane] = self._hands_beside(lane)
                     self._anchor[lane] = level
                     self._acc[lane] = 0
                     self._dirty[lane] = 0
@@ -517,6 +519,19 @@ class ShelfDetector:
             return True  # this zero is no tare at all (an untared plate): nothing to check
         return 2 * load >= (-2 * items - 1) * unit  # what is taken was there
 
+    def _hands_beside(self, lane):
+        # The largest unsettled load on an adjacent lane (a hand, an item on its way), grams.
+        big = 0
+        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
+            if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
+                continue
+            dev = (self._bsum[j] - self._ref[j]) // self.m // self._cpg[j]
+            if dev < 0:
+                dev = -dev
+            if dev > big:
+                big = dev
+        return big
+
     def _crosstalk(self, lane, t_ms, dc, pct):
         # Is |this change| at most pct % of a simultaneous bigger change on an adjacent lane
         # (plates leak load only into their neighbours)? 1: yes (load sharing, not an
@@ -539,7 +554,11 @@ class ShelfDetector:
                 continue  # j's last activity ended well before ours began
             if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
                 continue  # j began well after ours had settled
-            if mine <= pct * (self._peak[j] // self.m // self._cpg[j]):
+            # while j moves or waits, its transient load (a hand) leaks too; once it rests
+            # again only a net change of it (its event, above) is still in our level, or the
+            # hand it carried when our reference was taken, now gone
+            if mine <= pct * (self._peak[j] // self.m // self._cpg[j] if self._state[j] != STILL
+                              else self._ref_xt[lane]):
                 return 1
             if busy and mine <= pct * (self.lanes[j].unit_counts // self._cpg[j]):
                 verdict = 2
@@ -695,6 +714,7 @@ class ShelfDetector:
         if self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT) == 1:
             self._absorb(lane, t_ms, level)  # load sharing moved this lane's zero
             self._ref[lane] = level
+            self._ref_xt[lane] = self._hands_beside(lane)
         else:
             ev = self._emit(lane, t_ms, level, dc, None, 50)
         self._anchor[lane] = level
@@ -718,6 +738,7 @@ class ShelfDetector:
         before = cal.cg(self._ref[lane] // m - off)
         after = cal.cg(level // m - off)
         self._ref[lane] = level
+        self._ref_xt[lane] = self._hands_beside(lane)
         self._state[lane] = STILL
         self._t_still[lane] = t_ms
         self._dirty[lane] = 1

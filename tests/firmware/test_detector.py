@@ -204,6 +204,37 @@ def test_small_pick_beside_a_heavy_pick_with_load_sharing():
     assert counts(events, 1) == [-1]
 
 
+def test_small_pick_beside_a_resting_hand():
+    # A 900 g hand rests on lane 0 for 3.6 s and leaks 3 % of itself (27 g, one bar's worth)
+    # into lane 1, where a 25 g bar is taken meanwhile. The hand leaves no net load: once it
+    # is gone, lane 1 is one bar lighter, and that is its only event.
+    cals, det, cc = shelf(2, unit_g=25)
+    a = Lane(80, stock(20, 25)).hold(2000)
+    a.ramp(90000, 300).wander(2700, 1500, 3000).ramp(-90000, 300).hold(6000)
+    b = Lane(80, stock(20, 25)).hold(2000)
+    b.ramp(2700, 300).hold(1000)
+    pick(b, 1, unit_g=25).hold(1000)
+    b.ramp(-2700, 300).hold(6000)
+    events = run(det, samples([a, b], cc, sigma_cg=30, seed=37))
+    assert counts(events, 0) == []
+    assert counts(events, 1) == [-1]
+
+
+def test_a_hands_leak_in_an_event_is_not_an_object_when_it_leaves():
+    # Lane 1's item (240 g) is taken while a hand rests next door and leaks 12 g into it; the
+    # event carries that leak. When the hand leaves, lane 1 sinks by 12 g: not a foreign object.
+    cals, det, cc = shelf(2, unit_g=240)
+    a = Lane(80, stock(5, 240)).hold(2000)
+    a.ramp(40000, 300).wander(1200, 1500, 3000).ramp(-40000, 300).hold(10000)
+    b = Lane(80, stock(5, 240)).hold(2000)
+    b.ramp(1200, 300).hold(500)
+    pick(b, 1, unit_g=240).hold(1500)
+    b.ramp(-1200, 300).hold(10000)
+    events = run(det, samples([a, b], cc, sigma_cg=30, seed=41))
+    assert counts(events, 0) == []
+    assert counts(events, 1) == [-1]
+
+
 def test_bump_rings_every_lane_but_changes_nothing():
     cals, det, cc = shelf(3)
     lanes = []
