@@ -6,10 +6,11 @@ by one bit, or one high bit flipped (bit 22: about 4.2 million counts off).
 - Saturation is never a reading: dropped.
 - An exact 0 is dropped when the lane's signal is far from 0 (it cannot be noise there).
 - A reading far from the last output that has the shape of a garbled read is dropped: the
-  bits one place late (twice the reading is the last output), bit 22 flipped, or the low 14
-  bits all ones (an interrupt mid-read clocks in ones; 2^n - 1 spikes). A real reading has
-  that shape and that jump by chance about once in 16000 steps; two glitches close together
-  would otherwise outvote the median below.
+  bits one place late (twice the reading is the last output, for counts far from 0), bit 22
+  flipped, or the low 14 bits all ones (an interrupt mid-read clocks in ones; 2^n - 1
+  spikes). Two glitches close together would otherwise outvote the median below. At most two
+  readings in a row are dropped this way: a third is the signal, so a real change that
+  happens to have such a shape is late by two readings, never lost.
 - What is left goes through a median of 3, which removes any single odd sample at the cost
   of one sample of delay. A real step (every later sample at the new level) comes through
   one sample late; a level held for only 2 samples comes through too.
@@ -26,6 +27,7 @@ SAT_LO = const(-8388608)
 MASK24 = const(0xFFFFFF)
 BIT22 = const(0x400000)
 LOW_ONES = const(0x3FFF)  # 14 low bits, all ones
+MAX_SHAPED = const(2)  # a third such reading in a row is the signal, whatever its shape
 
 
 class GlitchFilter:
@@ -76,7 +78,7 @@ class GlitchFilter:
             if last > self.zero_band or last < -self.zero_band:
                 self.zeros[lane] += 1
                 return self._drop(lane)
-        if seen and self._garbled(raw, self._out[lane]):
+        if seen and self.run[lane] < MAX_SHAPED and self._garbled(raw, self._out[lane]):
             self.spikes[lane] += 1
             return self._drop(lane)
         w = self._win
@@ -111,12 +113,15 @@ class GlitchFilter:
         v = last & MASK24
         if u & LOW_ONES == LOW_ONES:
             return True
-        d = 2 * raw - last  # one clock too few, signed...
-        if -tol <= d <= tol:
-            return True
-        d = 2 * u - v  # ...or as the unsigned 24 bits
-        if -tol <= d <= tol:
-            return True
+        if last > 4 * tol or last < -4 * tol:
+            # one clock too few halves the count: only a jump far beyond noise and motion
+            # when the count is large (near 0, halving it is an ordinary change)
+            d = 2 * raw - last  # signed...
+            if -tol <= d <= tol:
+                return True
+            d = 2 * u - v  # ...or as the unsigned 24 bits
+            if -tol <= d <= tol:
+                return True
         d = (u ^ BIT22) - v
         return -tol <= d <= tol
 
