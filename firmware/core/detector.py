@@ -38,6 +38,8 @@ ACTIVE = const(1)
 PENDING = const(2)
 
 SMOOTH_MS = const(150)  # boxcar length
+WARM_FREE = const(4)  # the first readings teach the noise whatever they are...
+K_WARM = const(4)  # ...later ones only within 4 x the noise learnt so far
 LOW_RATE_HZ = const(40)  # below: a 10 SPS chip, whose readings are already averaged
 SETTLE_MS = const(75)  # how long the smoothed level must stay put
 CALM_SAMPLES = const(2)  # ...confirmed on this many samples in a row (not a turning point)
@@ -273,12 +275,17 @@ class ShelfDetector:
         spread = hi - lo
         # quiet-spread tracker (a low quantile of the spread)
         q = self._q[lane]
+        moving = False
         if seen < self._warm:
-            self._seen[lane] = seen + 1
-            if spread > q:
-                q += (spread - q) // 8 + 1
-            else:
-                q -= (q - spread) // 8 + 1
+            # learning the lane's noise fast, from quiet readings only: a hand in the first
+            # seconds after power-up is no noise (it pauses the learning instead)
+            moving = seen >= WARM_FREE and spread > K_WARM * q
+            if not moving:
+                self._seen[lane] = seen + 1
+                if spread > q:
+                    q += (spread - q) // 8 + 1
+                else:
+                    q -= (q - spread) // 8 + 1
         elif spread > q:
             q += q // self._up_div + 1
         else:
@@ -309,9 +316,12 @@ class ShelfDetector:
         # flicker out of a rest and restart its waits).
         busy = spread > 2 * thr and spread > floor
         if seen < self._warm:
-            # learning the lane's noise (first 2 s): follow the level, decide nothing yet
-            self._ref[lane] = ysum
-            self._anchor[lane] = ysum
+            # learning the lane's noise (first 2 s): follow the level while it is quiet and
+            # decide nothing yet (a change in that time is not reported, nor does it leave a
+            # reference halfway through it that would turn the next event into nonsense)
+            if not moving:
+                self._ref[lane] = ysum
+                self._anchor[lane] = ysum
             return None
 
         st = self._state[lane]

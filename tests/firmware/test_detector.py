@@ -282,6 +282,18 @@ def test_ten_samples_per_second():
     assert tdiff(events[0].t_ms, 4800) <= 300
 
 
+def test_a_pick_while_the_lane_learns_its_noise():
+    # Right after power-up a lane learns its noise for 2 s (20 readings at 10 SPS). A pick in
+    # that time goes unreported, but must neither teach it a huge noise nor leave its
+    # reference halfway through the lift: the next picks are counted as they are.
+    cals, det, cc = shelf(1, rate=10)
+    a = Lane(10, stock(6)).hold(1300)
+    pick(a).hold(3000)
+    pick(a).hold(3000)
+    pick(a).hold(4000)
+    assert counts(run(det, samples([a], cc, seed=53))) == [-1, -1]
+
+
 def test_reversed_load_cell():
     cals = [LaneCal(-200000, -CPG, UNIT_G, "REV")]
     det = ShelfDetector(cals, 80)
