@@ -348,7 +348,7 @@ class ShelfDetector:
                         self._peak[lane] = d if d > 0 else -d
                         return self._settle(lane, t_ms)
                     self._ref[lane] = level
-                    self._ref_xt[lane] = self._hands_beside(lane)
+                    self._ref_xt[lane] = max(0, self._hands_beside(lane))
                     self._anchor[lane] = level
                     self._acc[lane] = 0
                     self._dirty[lane] = 0
@@ -530,8 +530,9 @@ class ShelfDetector:
         return 2 * load >= (-2 * items - 1) * unit  # what is taken was there
 
     def _hands_beside(self, lane):
-        # The largest unsettled load on an adjacent lane (a hand, an item on its way), grams.
-        big = 0
+        # The largest unsettled load on an adjacent lane (a hand, an item on its way), grams;
+        # -1 when both neighbours rest.
+        big = -1
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
                 continue
@@ -646,30 +647,15 @@ class ShelfDetector:
         # Is an adjacent lane still carrying a load change (a hand, an item on its way) big
         # enough that its leak into this lane could pass for a quarter of our item? Then this
         # lane's level is not its own yet: decide once the neighbour has settled.
-        unit_g = self.lanes[lane].unit_counts // self._cpg[lane]
-        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
-            if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
-                continue
-            dev = (self._bsum[j] - self._ref[j]) // self.m // self._cpg[j]
-            if dev < 0:
-                dev = -dev
-            if dev * XT_SHAKE_PCT >= 25 * unit_g:
-                return True
-        return False
+        big = self._hands_beside(lane)
+        return big >= 0 and big * XT_SHAKE_PCT >= 25 * (self.lanes[lane].unit_counts
+                                                        // self._cpg[lane])
 
     def _leaning(self, lane, dc):
         # Could a hand still on an adjacent lane explain all of this change (a hand leaks up
         # to XT_SHAKE_PCT of its force into its neighbours)? Then wait for it to leave.
-        mine = abs(dc) // self._cpg[lane]
-        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
-            if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
-                continue
-            dev = (self._bsum[j] - self._ref[j]) // self.m // self._cpg[j]
-            if dev < 0:
-                dev = -dev
-            if mine * 100 <= XT_SHAKE_PCT * dev:
-                return True
-        return False
+        big = self._hands_beside(lane)
+        return big >= 0 and abs(dc) // self._cpg[lane] * 100 <= XT_SHAKE_PCT * big
 
     def _judge(self, lane, t_ms, level, patience):
         # patience 0: just settled; 1: waited PUT_WAIT_MS; 2: waited FOREIGN_WAIT_MS (final)
@@ -724,7 +710,7 @@ class ShelfDetector:
         if self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT) == 1:
             self._absorb(lane, t_ms, level)  # load sharing moved this lane's zero
             self._ref[lane] = level
-            self._ref_xt[lane] = self._hands_beside(lane)
+            self._ref_xt[lane] = max(0, self._hands_beside(lane))
         else:
             ev = self._emit(lane, t_ms, level, dc, None, 50)
         self._anchor[lane] = level
@@ -748,7 +734,7 @@ class ShelfDetector:
         before = cal.cg(self._ref[lane] // m - off)
         after = cal.cg(level // m - off)
         self._ref[lane] = level
-        self._ref_xt[lane] = self._hands_beside(lane)
+        self._ref_xt[lane] = max(0, self._hands_beside(lane))
         self._state[lane] = STILL
         self._t_still[lane] = t_ms
         self._dirty[lane] = 1
