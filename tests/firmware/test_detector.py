@@ -204,33 +204,35 @@ def test_small_pick_beside_a_heavy_pick_with_load_sharing():
     assert counts(events, 1) == [-1]
 
 
+def pick_beside_a_resting_hand(unit_g, items, hand_cg, leak_cg, before_ms, after_ms, tail_ms,
+                               seed):
+    # A hand of hand_cg rests on lane 0 (swaying 3 %) for 3.6 s and leaks leak_cg into lane 1,
+    # where one item is taken before_ms after the hand came; the hand leaves after_ms later.
+    cals, det, cc = shelf(2, unit_g=unit_g)
+    a = Lane(80, stock(items, unit_g)).hold(2000)
+    a.ramp(hand_cg, 300).wander(hand_cg * 3 // 100, 1500, 3000).ramp(-hand_cg, 300)
+    a.hold(tail_ms)
+    b = Lane(80, stock(items, unit_g)).hold(2000)
+    b.ramp(leak_cg, 300).hold(before_ms)
+    pick(b, 1, unit_g=unit_g).hold(after_ms)
+    b.ramp(-leak_cg, 300).hold(tail_ms)
+    return run(det, samples([a, b], cc, sigma_cg=30, seed=seed))
+
+
 def test_small_pick_beside_a_resting_hand():
-    # A 900 g hand rests on lane 0 for 3.6 s and leaks 3 % of itself (27 g, one bar's worth)
-    # into lane 1, where a 25 g bar is taken meanwhile. The hand leaves no net load: once it
-    # is gone, lane 1 is one bar lighter, and that is its only event.
-    cals, det, cc = shelf(2, unit_g=25)
-    a = Lane(80, stock(20, 25)).hold(2000)
-    a.ramp(90000, 300).wander(2700, 1500, 3000).ramp(-90000, 300).hold(6000)
-    b = Lane(80, stock(20, 25)).hold(2000)
-    b.ramp(2700, 300).hold(1000)
-    pick(b, 1, unit_g=25).hold(1000)
-    b.ramp(-2700, 300).hold(6000)
-    events = run(det, samples([a, b], cc, sigma_cg=30, seed=37))
+    # A 900 g hand leaks 3 % of itself (27 g, one bar's worth) into lane 1, where a 25 g bar
+    # is taken meanwhile. The hand leaves no net load: once it is gone, lane 1 is one bar
+    # lighter, and that is its only event.
+    events = pick_beside_a_resting_hand(25, 20, 90000, 2700, 1000, 1000, 6000, seed=37)
     assert counts(events, 0) == []
     assert counts(events, 1) == [-1]
 
 
 def test_a_hands_leak_in_an_event_is_not_an_object_when_it_leaves():
-    # Lane 1's item (240 g) is taken while a hand rests next door and leaks 12 g into it; the
-    # event carries that leak. When the hand leaves, lane 1 sinks by 12 g: not a foreign object.
-    cals, det, cc = shelf(2, unit_g=240)
-    a = Lane(80, stock(5, 240)).hold(2000)
-    a.ramp(40000, 300).wander(1200, 1500, 3000).ramp(-40000, 300).hold(10000)
-    b = Lane(80, stock(5, 240)).hold(2000)
-    b.ramp(1200, 300).hold(500)
-    pick(b, 1, unit_g=240).hold(1500)
-    b.ramp(-1200, 300).hold(10000)
-    events = run(det, samples([a, b], cc, sigma_cg=30, seed=41))
+    # Lane 1's item (240 g) is taken while a 400 g hand rests next door and leaks 12 g into
+    # it; the event carries that leak. When the hand leaves, lane 1 sinks by 12 g: not a
+    # foreign object.
+    events = pick_beside_a_resting_hand(240, 5, 40000, 1200, 500, 1500, 10000, seed=41)
     assert counts(events, 0) == []
     assert counts(events, 1) == [-1]
 
