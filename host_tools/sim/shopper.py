@@ -5,7 +5,11 @@ shoppers arrive at random and act on the lanes through a `Shelf`'s scheduling me
 
 The plan keeps the truth unambiguous: on any one lane, things that happen are either part of
 one quick gesture (a double pick: under 0.6 s of stillness between them, one truth row) or
-separated by at least `SPACING_MS` of stillness. Neighbouring lanes are free to overlap.
+separated by at least `SPACING_MS` of stillness. A distractor (a resting hand, an item lifted
+and put back) also keeps out of the scoring tail of its lane's last change (FORMAT.md: an event
+up to 3 s after a row belongs to that row): there, the lift of a touch is scored as part of the
+pick before it, which no detector can avoid without holding every pick for seconds.
+Neighbouring lanes are free to overlap.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from host_tools.sim.loadcell import Episode, Shelf
 
 SPACING_MS = 1500  # stillness between unrelated things on one lane
 QUICK_MS = (100, 600)  # stillness inside a quick double pick
+# A distractor starts this long after its lane's last change ended: the scorer's 3 s tail
+# after the row, its 0.3 s lead before the distractor, and a hand's approach.
+DISTRACTOR_AFTER_MS = 3500
 MAX_ACT_MS = 9000  # the longest act, so a plan can stop in time for the shelf to settle
 
 
@@ -95,12 +102,18 @@ class _Plan:
         self.rng = rng
         self.t_last = t_last  # no act starts later
         self.free = [t0] * shelf.n_lanes  # a new, unrelated act may start on the lane from here
+        self.quiet = [t0] * shelf.n_lanes  # ... and a distractor from here
 
     def can(self, lane: int, t: float) -> bool:
         return 0 <= lane < self.shelf.n_lanes and t >= self.free[lane] and t <= self.t_last
 
+    def can_distract(self, lane: int, t: float) -> bool:
+        return self.can(lane, t) and t >= self.quiet[lane]
+
     def done(self, ep: Episode) -> Episode:
         self.free[ep.lane] = ep.t_settle + SPACING_MS
+        if ep.changes_contents:
+            self.quiet[ep.lane] = ep.t_end + DISTRACTOR_AFTER_MS
         return ep
 
     def items(self, lane: int) -> int:
@@ -197,13 +210,17 @@ def _act(plan: _Plan, b: Behaviour, kind: str, lane: int, t: float, hands: list)
         side = lane + rng.choice((-1, 1))
         side = side if 0 <= side < n else lane - (side - lane)
         t_rest = t - rng.uniform(0.0, 800.0)
-        if not plan.can(side, t_rest):
+        if not plan.can_distract(side, t_rest):
             return None
         ep = plan.done(shelf.pick(lane, t, 1))
         hold = ep.t_end - t_rest + rng.uniform(0.0, 2000.0)
         rest = plan.done(shelf.rest(side, t_rest, _rest_grams(rng), hold))
         hands.append((lane, ep.weights))
         return [ep, rest]
+    if kind in ("rest", "touch"):
+        t = max(t, plan.quiet[lane])  # the shopper waits a moment (see the module doc)
+        if not plan.can_distract(lane, t):
+            return None
     if kind == "rest":
         hold = rng.uniform(500.0, 6000.0)
         return [plan.done(shelf.rest(lane, t, _rest_grams(rng), hold))]

@@ -194,6 +194,22 @@ def test_quick_actions_on_a_lane_merge_into_one_row_and_others_stay_apart():
     assert merged >= 3
 
 
+def test_a_rest_or_touch_keeps_out_of_the_scoring_tail_of_its_lanes_last_change():
+    # FORMAT.md gives a row every event up to 3 s after it: a touch's lift inside that tail
+    # would be scored as part of the pick before it, whatever a detector does.
+    seen = 0
+    for seed in range(8):
+        trace = gen.generate(seed, lanes=4, duration_s=90, profile="busy")
+        for a in trace.actions:
+            if not a.kind.startswith(("touch", "rest")):
+                continue
+            before = [r.t_ms for r in trace.truth if r.lane == a.lane and r.t_ms <= a.t_start_ms]
+            if before:
+                seen += 1
+                assert a.t_start_ms - max(before) >= 3300, (seed, a)
+    assert seen >= 10
+
+
 def test_stock_stays_between_empty_and_capacity():
     for seed in range(6):
         sim = gen.simulate(seed, lanes=8, duration_s=60, profile="busy")
