@@ -173,6 +173,7 @@ class ShelfDetector:
         self._t_flat = _zeros(n)
         self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
+        self._fload = _zeros(n)  # foreign load reported on the lane and not taken (cg)
         self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
         self._t_still = _zeros(n)  # when the lane last became STILL
         self._t_settle = _zeros(n)
@@ -216,6 +217,7 @@ class ShelfDetector:
         afresh from the last decided level (in the new unit)."""
         self._calibrated(lane)
         self._acc[lane] = 0
+        self._fload[lane] = 0
         self._anchor[lane] = self._ref[lane]
 
     def offset(self, lane):
@@ -699,9 +701,37 @@ class ShelfDetector:
             if xt == 1:
                 return self._foreign(lane, t_ms, level) if patience == 2 else None
             return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
+        if (self._taken_back(lane, dc) and abs(dc) >= K_SIG_COUNT * noise
+                and self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT) == 0):
+            return self._foreign(lane, t_ms, level)  # as sure as a count: report it at once
         if patience < 2:
             return None
+        if (tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
+                and not self._removable(lane, dc)):
+            return None  # a flat plateau below the lane's contents: a tilted item, held
         return self._foreign(lane, t_ms, level)
+
+    def _taken_back(self, lane, dc):
+        # Does this fall weigh what the foreign objects reported on the lane weigh (5 % + 3 g,
+        # widened by the noise)? Then they were taken away again.
+        fl = self._fload[lane]
+        if fl <= 0:
+            return False
+        miss = self.lanes[lane].cg(dc) + fl
+        if miss < 0:
+            miss = -miss
+        return miss <= fl // 20 + 300 + 3 * self.lanes[lane].cg(self._noise(lane))
+
+    def _removable(self, lane, dc):
+        # A change that is no whole count is an object put on the lane or taken off it. Items
+        # cannot leave by halves, so a fall must be an object reported earlier leaving (its
+        # weight within 10 % + 5 g); anything else (an item tilted and held, a hand tugging)
+        # waits the full foreign wait before it is believed.
+        dcg = self.lanes[lane].cg(dc)
+        if dcg >= 0:
+            return True
+        return -dcg <= self._fload[lane] + self._fload[lane] // 10 + 500 + 3 * self.lanes[
+            lane].cg(self._noise(lane))
 
     def _foreign(self, lane, t_ms, level):
         # An unexplained change that stayed: report it (count None) and count from it anew.
@@ -742,6 +772,9 @@ class ShelfDetector:
         self._paused[lane] = 0
         if items is not None:
             self._acc[lane] += items
+        else:
+            fl = self._fload[lane] + cal.cg(dc)
+            self._fload[lane] = fl if fl > 0 else 0
         self._dec_cg[lane] = cal.cg(dc)
         self._t_dec[lane] = t_ms
         self._t_dec0[lane] = self._t_act0[lane]

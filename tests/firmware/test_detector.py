@@ -126,6 +126,28 @@ def test_foreign_item_waits_then_reports_no_count():
     assert FLAT_WAIT_MS <= tdiff(ev.t_ms, 2400) < det.foreign_wait_ms
 
 
+def test_an_item_tilted_and_held_still_is_no_foreign_change():
+    # 60 % of an item lifted at a tilt and held, perfectly still, for 3 s, then set down:
+    # items do not leave by halves and nothing foreign lies on the lane to be taken.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(-stock(1) * 3 // 5, 300).hold(3000).ramp(stock(1) * 3 // 5, 300).hold(9000)
+    assert run(det, samples([a], cc, seed=41)) == []
+
+
+def test_a_foreign_object_taken_back_is_reported_as_soon_as_a_pick():
+    # The phone's weight is known once it was reported: taking it away needs no long wait,
+    # and an unrelated fall of another weight still does.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(9300, 400).impact(1500).hold(4000)
+    a.ramp(-9300, 400).hold(4000)  # taken back at 6400..6800 ms
+    events = run(det, samples([a], cc, seed=43))
+    assert [e.count for e in events] == [None, None]
+    assert abs(events[1].delta_cg + 9300) < 400
+    assert tdiff(events[1].t_ms, 6800) < 600  # no flat plateau of 1.5 s waited for
+
+
 def test_resting_hand_that_sways_waits_for_the_long_wait():
     # The same 93 g, but a hand: it sways by a few % of its force and leaves after 5 s.
     cals, det, cc = shelf(1)
