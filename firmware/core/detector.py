@@ -4,6 +4,7 @@
 # per-sample path, every buffer allocated here in __init__. Per lane:
 #
 #   raw -> boxcar mean over SMOOTH_MS (HX711 noise, the mains alias, part of the ringing)
+#       -> on a lane whose gondola vibrates, a second mean over VIB_SMOOTH_MS
 #       -> spread (max - min) of that mean over SETTLE_MS, against the lane's own quiet
 #          spread (learnt online as a low quantile, so hands and bumps do not inflate it)
 #       -> STILL --(busy)--> ACTIVE --(still again, twice in a row)--> decide
@@ -72,6 +73,11 @@ XT_COUNT_PCT = const(3)  # a "whole count" this small next to a big change is lo
 XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
 XT_SHAKE_PCT = const(5)  # an adjacent lane leaks at most this share of its load into ours
 LEAK_PERMIL = const(25)  # ...and keeps at most 2.5 % of a load change it made (plate edges)
+VIB_SMOOTH_MS = const(200)  # second stage: nulls 5 Hz, and with the boxcar all of 5-16 Hz
+VIB_PERMIL = const(30)  # a swing of 3 % of an item left after the boxcar matters
+VIB_HALF_MS = const(160)  # swings this close in a row (3 Hz and up) are vibration...
+VIB_SWINGS = const(8)  # ...this many of them (4 periods: longer than most ringing)
+VIB_HOLD_MS = const(10000)  # the second stage leads this long after the last such swing
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
 
@@ -157,6 +163,16 @@ class ShelfDetector:
         self._bpos = _zeros(n)
         self._ypos = _zeros(n)
         self._bsum = _zeros(n)
+        self.m2 = max(1, (rate * VIB_SMOOTH_MS + 500) // 1000) if rate >= LOW_RATE_HZ else 1
+        self._vth = _zeros(n)  # swing that matters (boxcar sum units)
+        self._vsg = _zeros(n)  # sign of the last swing beyond it
+        self._vrun = _zeros(n)  # swings in a row, each within VIB_HALF_MS of the last
+        self._vlast = _zeros(n)
+        self._vib_until = _zeros(n)  # the second stage leads until then
+        self._buf2 = _zeros(n * self.m2)
+        self._p2 = _zeros(n)
+        self._s2 = _zeros(n)
+        self._y = _zeros(n)
         self._seen = _zeros(n)  # samples seen (saturates after warm-up)
         self._q = _zeros(n)  # quiet spread of the boxcar sum
         self._calm = _zeros(n)  # consecutive still samples
@@ -208,6 +224,8 @@ class ShelfDetector:
         self._minchg[i] = cal.counts_from_g(FOREIGN_MIN_G)
         self._drift[i] = max(1, m * cal.counts_from_g(DRIFT_G_PER_S) // self.rate)
         self._cpg[i] = max(1, cal.counts_from_g(1))
+        self._vth[i] = m * max(1, cal.counts_from_g(STILL_FLOOR_G),
+                               cal.unit_counts * VIB_PERMIL // 1000)
         if noise_g is not None:
             self._q[i] = 2 * m * max(1, cal.counts_from_g(noise_g))
 
@@ -259,6 +277,36 @@ class ShelfDetector:
         self._bsum[lane] = ysum
         bpos += 1
         self._bpos[lane] = 0 if bpos == m else bpos
+        # second stage: mean of the boxcar over VIB_SMOOTH_MS, for a gondola that vibrates
+        m2 = self.m2
+        b2 = self._buf2
+        p2 = self._p2[lane]
+        j = lane * m2 + p2
+        y1 = ysum // m
+        s2 = self._s2[lane] + y1 - b2[j]
+        b2[j] = y1
+        self._s2[lane] = s2
+        p2 += 1
+        self._p2[lane] = 0 if p2 == m2 else p2
+        y2 = s2 // m2 * m
+        # the boxcar swinging about the second stage, again and again within a few hundred ms:
+        # the gondola vibrates (a ringing tail right after activity does not count)
+        e = ysum - y2
+        h = self._vth[lane]
+        sg = 1 if e > h else (-1 if e < -h else 0)
+        if sg != 0 and sg != self._vsg[lane]:
+            if self._vsg[lane] != 0 and tdiff(t_ms, self._vlast[lane]) <= VIB_HALF_MS:
+                run = self._vrun[lane] + 1
+            else:
+                run = 1
+            self._vrun[lane] = run
+            self._vsg[lane] = sg
+            self._vlast[lane] = t_ms
+            if run >= VIB_SWINGS:
+                self._vib_until[lane] = t_ms + VIB_HOLD_MS
+        if tdiff(self._vib_until[lane], t_ms) > 0:
+            ysum = y2
+        self._y[lane] = ysum
         # stillness window over the boxcar sums
         yb = self._ybuf
         base = lane * s
@@ -421,6 +469,11 @@ class ShelfDetector:
         for k in range(lane * s, lane * s + s):
             self._ybuf[k] = raw * m
         self._bsum[lane] = raw * m
+        for k in range(lane * self.m2, lane * self.m2 + self.m2):
+            self._buf2[k] = raw
+        self._s2[lane] = raw * self.m2
+        self._y[lane] = raw * m
+        self._vib_until[lane] = t_ms
         self._ref[lane] = raw * m
         self._anchor[lane] = raw * m
         self._acc[lane] = 0
@@ -538,7 +591,7 @@ class ShelfDetector:
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if j < 0 or j >= self.n or self._state[j] == STILL or self._seen[j] == 0:
                 continue
-            dev = (self._bsum[j] - self._ref[j]) // self.m // self._cpg[j]
+            dev = (self._y[j] - self._ref[j]) // self.m // self._cpg[j]
             if dev < 0:
                 dev = -dev
             if dev > big:
@@ -588,7 +641,7 @@ class ShelfDetector:
         self._paused[lane] = 0
         self._state[lane] = PENDING
         self._pend[lane] = level
-        ysum = self._bsum[lane]
+        ysum = self._y[lane]
         self._fmin[lane] = ysum
         self._fmax[lane] = ysum
         self._t_flat[lane] = t_ms
@@ -701,26 +754,12 @@ class ShelfDetector:
             if xt == 1:
                 return self._foreign(lane, t_ms, level) if patience == 2 else None
             return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
-        if (self._taken_back(lane, dc) and abs(dc) >= K_SIG_COUNT * noise
-                and self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT) == 0):
-            return self._foreign(lane, t_ms, level)  # as sure as a count: report it at once
         if patience < 2:
             return None
         if (tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
                 and not self._removable(lane, dc)):
             return None  # a flat plateau below the lane's contents: a tilted item, held
         return self._foreign(lane, t_ms, level)
-
-    def _taken_back(self, lane, dc):
-        # Does this fall weigh what the foreign objects reported on the lane weigh (5 % + 3 g,
-        # widened by the noise)? Then they were taken away again.
-        fl = self._fload[lane]
-        if fl <= 0:
-            return False
-        miss = self.lanes[lane].cg(dc) + fl
-        if miss < 0:
-            miss = -miss
-        return miss <= fl // 20 + 300 + 3 * self.lanes[lane].cg(self._noise(lane))
 
     def _removable(self, lane, dc):
         # A change that is no whole count is an object put on the lane or taken off it. Items

@@ -14,7 +14,10 @@ def test_device_runs_in_the_vm_and_publishes_its_events():
     assert [(e["lane"], e["count"], e["type"]) for e in evs] == [
         (0, -1, "pick"), (4, -1, "pick"), (2, -1, "pick")]
     for e in evs:
-        assert abs(e["delta_g"] + UNIT_G) < 3 and e["ts"] is not None and e["boot"] == 1
+        # the VM samples in real time: the 10 SPS reading may catch the 400 ms lift's last
+        # percent, and a near-still level within 4 % of an item is already reported
+        assert abs(e["delta_g"] + UNIT_G) < 0.04 * UNIT_G
+        assert e["ts"] is not None and e["boot"] == 1
     assert r["status"][0]["state"] == "online" and r["connects"] == 1
     assert r["outbox_depth"] == 0  # every event acknowledged and off the flash
     assert all(s > 40 for s in r["samples"])  # every lane sampled (10 SPS chips)

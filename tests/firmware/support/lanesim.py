@@ -32,6 +32,7 @@ class Lane:
         self.rate = rate
         self.cg = [start_cg]
         self.ring = []  # additive ringing, same length once finished
+        self.vib = []  # additive steady vibration over a span of samples
 
     def _n(self, ms):
         return max(1, ms * self.rate // 1000)
@@ -73,8 +74,26 @@ class Lane:
         self.ring.append((n0, amp_cg, a, b))
         return self
 
+    def vibrate(self, amp_cg, hz, ms):
+        # A steady sine of +-amp_cg (a gondola on a shaky floor) over the next `ms`, added on
+        # top of whatever the load does meanwhile.
+        n0 = len(self.cg) - 1
+        w = 2 * math.pi * hz / self.rate
+        self.vib.append((n0, n0 + self._n(ms), int(amp_cg * math.sin(w)),
+                         int(2 * math.cos(w) * 32768 + 0.5)))
+        return self
+
     def values(self):
         out = list(self.cg)
+        for n0, n1, step, a in self.vib:
+            # s[n] = amp * sin(w * n) by s[n+1] = 2 cos(w) s[n] - s[n-1], from s[0] = 0
+            prev = -step
+            cur = 0
+            for n in range(n0, min(n1, len(out))):
+                out[n] += cur
+                nxt = a * cur // 32768 - prev
+                prev = cur
+                cur = nxt
         for n0, amp, a, b in self.ring:
             prev = 0
             cur = amp
