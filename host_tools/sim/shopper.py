@@ -27,6 +27,7 @@ QUICK_MS = (100, 600)  # stillness inside a quick double pick
 # after the row, its 0.3 s lead before the distractor, and a hand's approach.
 DISTRACTOR_AFTER_MS = 3500
 MAX_ACT_MS = 9000  # the longest act, so a plan can stop in time for the shelf to settle
+FOREIGN_MIN_G = 15.0  # the lightest foreign object (a set of keys)
 
 
 @dataclass
@@ -252,7 +253,12 @@ def _foreign_grams(rng: random.Random, unit_g: float) -> float:
         # Far from a whole number, and not so many items' worth that their spread blurs it.
         if ratio < 0.7 or (ratio < 4.5 and abs(ratio - round(ratio)) > 0.3):
             return round(g, 1)
-    return round(unit_g * rng.uniform(0.2, 0.6), 1)
+    # Light products: something between two whole numbers of items, still 15 g or more.
+    low = unit_g * rng.uniform(0.2, 0.6)
+    if low >= FOREIGN_MIN_G:
+        return round(low, 1)
+    k = max(1, math.ceil(FOREIGN_MIN_G / unit_g - 0.65))
+    return round(unit_g * (k + rng.uniform(0.35, 0.65)), 1)
 
 
 def _bumps(plan: _Plan, b: Behaviour, t_begin: float) -> None:

@@ -10,6 +10,7 @@ import statistics
 
 import pytest
 
+from host_tools.sim import shopper
 from host_tools.sim.loadcell import RAW_MAX, RAW_MIN, Shelf, ShelfPhysics, draw_physics
 from host_tools.trace import gen
 from host_tools.trace.io import read_trace, write_trace
@@ -208,6 +209,16 @@ def test_a_rest_or_touch_keeps_out_of_the_scoring_tail_of_its_lanes_last_change(
                 seen += 1
                 assert a.t_start_ms - max(before) >= 3300, (seed, a)
     assert seen >= 10
+
+
+@pytest.mark.parametrize("unit_g", [15.0, 17.5, 24.0, 40.0, 230.0, 1500.0])
+def test_foreign_objects_weigh_15_g_or_more_and_no_whole_count(unit_g):
+    rng = random.Random(int(unit_g))
+    for _ in range(300):
+        g = shopper._foreign_grams(rng, unit_g)
+        ratio = g / unit_g
+        assert g >= shopper.FOREIGN_MIN_G
+        assert ratio < 0.7 or abs(ratio - round(ratio)) >= 0.29, (g, unit_g)
 
 
 def test_stock_stays_between_empty_and_capacity():
