@@ -226,6 +226,22 @@ def test_small_pick_beside_a_heavy_pick_with_load_sharing():
     assert counts(events, 1) == [-1]
 
 
+def test_a_put_soon_after_a_heavy_neighbours_leak_counts_from_the_new_level():
+    # Three 650 g bottles leave lane 0; lane 1 (19 g bars) keeps 1.7 % of that change for
+    # good: -33 g, no whole number of bars. A bar put back on lane 1 2.3 s later is +1, not
+    # a foreign change of -14 g (nor nothing).
+    cals = [LaneCal(0, CPG, 650, "WINE"), LaneCal(500000, CPG, 19, "BAR")]
+    det = ShelfDetector(cals, 80)
+    a = Lane(80, 650 * 100 * 6).hold(2000)
+    b = Lane(80, 1900 * 10).hold(2000)
+    pick(a, 3, unit_g=650).hold(9000)
+    b.hold(300).ramp(-3300, 500).hold(2300)
+    put(b, 1, unit_g=19).hold(6000)
+    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=59))
+    assert counts(events, 0) == [-3]
+    assert counts(events, 1) == [1]
+
+
 def pick_beside_a_resting_hand(unit_g, items, hand_cg, leak_cg, before_ms, after_ms, tail_ms,
                                seed):
     # A hand of hand_cg rests on lane 0 (swaying 3 %) for 3.6 s and leaks leak_cg into lane 1,
