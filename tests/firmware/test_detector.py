@@ -186,6 +186,17 @@ def test_foreign_item_then_pick_reports_both():
     assert [e.count for e in events] == [None, -1]
 
 
+def test_foreign_item_then_a_pick_a_second_later_reports_both():
+    # The pick comes before the phone's plateau has been flat for FLAT_WAIT_MS; having rested
+    # on it a second, and then stepping down from it by a whole item, it was an object.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(9300, 400).impact(1500).hold(1400)
+    pick(a).hold(9000)
+    events = run(det, samples([a], cc, seed=61))
+    assert [e.count for e in events] == [None, -1]
+
+
 def test_two_hands_on_adjacent_lanes_at_once():
     cals, det, cc = shelf(2)
     a = Lane(80, stock(6)).hold(2000)
