@@ -78,6 +78,7 @@ VIB_PERMIL = const(30)  # a swing of 3 % of an item left after the boxcar matter
 VIB_HALF_MS = const(160)  # swings this close in a row (3 Hz and up) are vibration...
 VIB_SWINGS = const(8)  # ...this many of them (4 periods: longer than most ringing)
 VIB_HOLD_MS = const(10000)  # the second stage leads this long after the last such swing
+FOREIGN_SLOTS = const(3)  # foreign objects remembered per lane
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
 
@@ -189,7 +190,7 @@ class ShelfDetector:
         self._t_flat = _zeros(n)
         self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
-        self._fload = _zeros(n)  # foreign load reported on the lane and not taken (cg)
+        self._fobj = _zeros(n * FOREIGN_SLOTS)  # foreign objects reported there (cg; 0: none)
         self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
         self._t_still = _zeros(n)  # when the lane last became STILL
         self._t_settle = _zeros(n)
@@ -235,7 +236,8 @@ class ShelfDetector:
         afresh from the last decided level (in the new unit)."""
         self._calibrated(lane)
         self._acc[lane] = 0
-        self._fload[lane] = 0
+        for k in range(lane * FOREIGN_SLOTS, lane * FOREIGN_SLOTS + FOREIGN_SLOTS):
+            self._fobj[k] = 0
         self._anchor[lane] = self._ref[lane]
 
     def offset(self, lane):
@@ -785,10 +787,21 @@ class ShelfDetector:
         # weight within 10 % + 5 g); anything else (an item tilted and held, a hand tugging)
         # waits the full foreign wait before it is believed.
         dcg = self.lanes[lane].cg(dc)
-        if dcg >= 0:
-            return True
-        return -dcg <= self._fload[lane] + self._fload[lane] // 10 + 500 + 3 * self.lanes[
-            lane].cg(self._noise(lane))
+        return dcg >= 0 or self._object_slot(lane, -dcg) >= 0
+
+    def _object_slot(self, lane, cg):
+        # The slot of a foreign object reported on the lane that weighs cg (see _removable),
+        # or -1.
+        slack = 500 + 3 * self.lanes[lane].cg(self._noise(lane))
+        best = -1
+        miss = 0
+        for k in range(lane * FOREIGN_SLOTS, lane * FOREIGN_SLOTS + FOREIGN_SLOTS):
+            w = self._fobj[k]
+            d = cg - w if cg > w else w - cg
+            if w > 0 and d <= w // 10 + slack and (best < 0 or d < miss):
+                best = k
+                miss = d
+        return best
 
     def _foreign(self, lane, t_ms, level):
         # An unexplained change that stayed: report it (count None) and count from it anew.
@@ -814,6 +827,20 @@ class ShelfDetector:
         self._plat_ok[lane] = 0
         self._paused[lane] = 0
 
+    def _objects(self, lane, dcg):
+        # Keep the foreign objects on the lane: one put down takes a free slot (or joins the
+        # lightest), one taken away frees its slot.
+        if dcg < 0:
+            k = self._object_slot(lane, -dcg)
+            if k >= 0:
+                self._fobj[k] = 0
+            return
+        low = lane * FOREIGN_SLOTS
+        for k in range(lane * FOREIGN_SLOTS, lane * FOREIGN_SLOTS + FOREIGN_SLOTS):
+            if self._fobj[k] < self._fobj[low]:
+                low = k
+        self._fobj[low] += dcg
+
     def _emit(self, lane, t_ms, level, dc, items, conf):
         cal = self.lanes[lane]
         m = self.m
@@ -830,8 +857,7 @@ class ShelfDetector:
         if items is not None:
             self._acc[lane] += items
         else:
-            fl = self._fload[lane] + cal.cg(dc)
-            self._fload[lane] = fl if fl > 0 else 0
+            self._objects(lane, cal.cg(dc))
         self._dec_cg[lane] = cal.cg(dc)
         self._t_dec[lane] = t_ms
         self._t_dec0[lane] = self._t_act0[lane]

@@ -135,6 +135,17 @@ def test_an_item_tilted_and_held_still_is_no_foreign_change():
     assert run(det, samples([a], cc, seed=41)) == []
 
 
+def test_a_tilt_beside_a_heavier_foreign_object_is_not_that_object_leaving():
+    # A 400 g box lies on the lane; later 60 % of an item is tilted up and held for 3 s. The
+    # fall weighs nothing that lies there: no event but the box's own.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(5)).hold(2000)
+    a.ramp(40000, 400).impact(3000).hold(5000)
+    a.ramp(-stock(1) * 3 // 5, 300).hold(3000).ramp(stock(1) * 3 // 5, 300).hold(9000)
+    events = run(det, samples([a], cc, seed=67))
+    assert [(e.count, e.delta_cg // 1000) for e in events] == [(None, 40)]
+
+
 def test_a_foreign_object_taken_back_needs_no_long_wait():
     # The phone's weight is known once it was reported: taking it away is reported once the
     # lane lies flat again, as its arrival was, not after the long wait of an unknown fall.
