@@ -671,8 +671,9 @@ class ShelfDetector:
         # (an object left on the shelf): report it, then the step from it.
         step = _rdiv(level - plateau, self.m)
         items = self._fit(lane, step)
-        if items == 0 or self.resid > self.tol:
-            return None
+        if (items == 0 or self.resid > self.tol
+                or not self._removable(lane, _rdiv(plateau - self._ref[lane], self.m))):
+            return None  # (a plateau below the lane's contents was an item held tilted)
         first = self._foreign(lane, t_ms, plateau)
         self._state[lane] = PENDING
         self._t_settle[lane] = t_ms

@@ -146,6 +146,17 @@ def test_a_tilt_beside_a_heavier_foreign_object_is_not_that_object_leaving():
     assert [(e.count, e.delta_cg // 1000) for e in events] == [(None, 40)]
 
 
+def test_an_item_tilted_a_while_then_set_down_hard_is_no_object():
+    # At 10 SPS a heavy item is tilted (70 % off) for 3 s and set back with a thump: the
+    # thump's crest is a whole item above the tilted plateau, but a plateau below the lane's
+    # contents was no object.
+    cals, det, cc = shelf(1, rate=10, unit_g=900)
+    a = Lane(10, stock(6, 900)).hold(3000)
+    a.ramp(-stock(1, 900) * 7 // 10, 400).hold(2500).ramp(stock(1, 900), 200).hold(200)
+    a.ramp(-stock(1, 900) * 3 // 10, 200).hold(9000)
+    assert run(det, samples([a], cc, seed=71)) == []
+
+
 def test_a_foreign_object_taken_back_needs_no_long_wait():
     # The phone's weight is known once it was reported: taking it away is reported once the
     # lane lies flat again, as its arrival was, not after the long wait of an unknown fall.

@@ -64,7 +64,8 @@ def test_firmware_runs_on_a_virtual_board(broker, tmp_path):
         wait_for(lambda: events(), 30, "the pick")
         ev = events()[0]
         assert (ev["lane"], ev["count"], ev["seq"], ev["boot"]) == (1, -1, 1, 1)
-        assert abs(ev["delta_g"] + UNIT_G) < 5
+        # read in real time at 10 SPS: a near-still level within 4 % of an item is reported
+        assert abs(ev["delta_g"] + UNIT_G) < 0.04 * UNIT_G
         # it answers commands: status, and a planogram change it keeps
         def command(body: dict) -> dict:
             subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q",
