@@ -632,17 +632,18 @@ class ShelfDetector:
                 verdict = 2
         return verdict
 
-    def _shared(self, lane, dc, pct):
+    def _shared(self, lane, dc):
         # Is this change load sharing from an adjacent lane's event, decided and at rest since
-        # (not a hand still there)? Then it is final: the lane counts on from its new level at
-        # once, so that its next change is not mixed up with the leak.
+        # (not a hand still there), and no more than a plate keeps of it (LEAK_PERMIL: a hand
+        # pressing on this lane meanwhile is more)? Then it is final: the lane counts on from
+        # its new level at once, so that its next change is not mixed up with the leak.
         mine = abs(dc) // self._cpg[lane] * 100
         t0 = self._t_act0[lane]
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if (0 <= j < self.n and self._seen[j] and self._state[j] == STILL
                     and tdiff(self._t_dec[j], t0) >= -XT_WINDOW_MS
                     and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS
-                    and mine * 100 <= pct * abs(self._dec_cg[j])):
+                    and mine * 1000 <= LEAK_PERMIL * abs(self._dec_cg[j])):
                 return True
         return False
 
@@ -769,11 +770,11 @@ class ShelfDetector:
             if xt == 2:
                 return None  # wait for the neighbour to finish
             if xt == 1:
-                if patience == 2 or self._shared(lane, dc, XT_COUNT_PCT):
+                if patience == 2 or self._shared(lane, dc):
                     return self._foreign(lane, t_ms, level)  # load sharing: re-referenced
                 return None
             return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
-        if self._shared(lane, dc, XT_FOREIGN_PCT):
+        if self._shared(lane, dc):
             return self._foreign(lane, t_ms, level)  # load sharing: re-referenced
         if patience < 2:
             return None

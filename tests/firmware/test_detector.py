@@ -275,6 +275,23 @@ def test_a_put_soon_after_a_heavy_neighbours_leak_counts_from_the_new_level():
     assert counts(events, 1) == [1]
 
 
+def test_a_press_during_a_heavy_pick_next_door_is_no_load_sharing():
+    # A 980 g bottle leaves lane 0 while a hand presses lane 1's 72 g item (+52 g, 5 % of
+    # the bottle) before lifting it: a plate keeps at most 2.5 % of a neighbour's change, so
+    # the press is no new level to count from: -1, 72 g.
+    cals = [LaneCal(0, CPG, 980, "WATER"), LaneCal(500000, CPG, 72, "SOAP")]
+    det = ShelfDetector(cals, 80)
+    a = Lane(80, 980 * 100 * 6).hold(2000)
+    b = Lane(80, 7200 * 10).hold(2300)
+    pick(a, 1, unit_g=980).hold(9000)
+    b.ramp(5200, 300).hold(600).ramp(-5200 - 7200, 500).impact(700).hold(6000)
+    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=73))
+    assert counts(events, 0) == [-1]
+    assert counts(events, 1) == [-1]
+    ev = [e for e in events if e.lane == 1][0]
+    assert abs(ev.delta_cg + 7200) < 720
+
+
 def pick_beside_a_resting_hand(unit_g, items, hand_cg, leak_cg, before_ms, after_ms, tail_ms,
                                seed):
     # A hand of hand_cg rests on lane 0 (swaying 3 %) for 3.6 s and leaks leak_cg into lane 1,
