@@ -78,6 +78,7 @@ VIB_PERMIL = const(30)  # a swing of 3 % of an item left after the boxcar matter
 VIB_HALF_MS = const(160)  # swings this close in a row (3 Hz and up) are vibration...
 VIB_SWINGS = const(8)  # ...this many of them (4 periods: longer than most ringing)
 VIB_HOLD_MS = const(10000)  # the second stage leads this long after the last such swing
+PUT_FIX_MS = const(1000)  # a put's level may turn out a hand's press this soon after
 FOREIGN_SLOTS = const(3)  # foreign objects remembered per lane
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
@@ -200,6 +201,7 @@ class ShelfDetector:
         self._ref_xt = _zeros(n)  # grams of unsettled load beside the lane when _ref was set
         self._peak = _zeros(n)  # largest |level - ref| in the current activity
         self._dec_cg = _zeros(n)  # signed net change of the lane's last event (centigrams)
+        self._dec_n = _zeros(n)  # ...its count (0: a foreign change)
         self._t_dec = _zeros(n)  # ...and when it was emitted
         self._t_dec0 = _zeros(n)  # ...and when the activity it came from began
         self._off = _zeros(n)  # the lane's zero, following drift (raw counts)
@@ -776,12 +778,31 @@ class ShelfDetector:
             return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
         if self._shared(lane, dc):
             return self._foreign(lane, t_ms, level)  # load sharing: re-referenced
+        if self._let_go_late(lane, dc):
+            # The put just reported was read while a hand still pressed on what it set down;
+            # let go, the lane holds no whole number of items more: it was an object. Take the
+            # put back and report the object.
+            undo = self._emit(lane, t_ms, self._anchor[lane],
+                              _rdiv(self._anchor[lane] - self._ref[lane], m), -self._acc[lane],
+                              50)
+            self._later = self._foreign(lane, t_ms, level)
+            return undo
         if patience < 2:
             return None
         if (tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
                 and not self._removable(lane, dc)):
             return None  # a flat plateau below the lane's contents: a tilted item, held
         return self._foreign(lane, t_ms, level)
+
+    def _let_go_late(self, lane, dc):
+        # Did the lane fall back a little (a hand's adjusting press: up to 35 % of what was
+        # put, plus 15 g) right after a put, the only event counted from this anchor?
+        if self._acc[lane] <= 0 or self._dec_n[lane] != self._acc[lane]:
+            return False
+        if tdiff(self._t_act0[lane], self._t_dec[lane]) > PUT_FIX_MS:
+            return False
+        dcg = self.lanes[lane].cg(dc)
+        return dcg < 0 and -dcg <= self._dec_cg[lane] * 35 // 100 + 1500
 
     def _removable(self, lane, dc):
         # A change that is no whole count is an object put on the lane or taken off it. Items
@@ -861,6 +882,7 @@ class ShelfDetector:
         else:
             self._objects(lane, cal.cg(dc))
         self._dec_cg[lane] = cal.cg(dc)
+        self._dec_n[lane] = 0 if items is None else items
         self._t_dec[lane] = t_ms
         self._t_dec0[lane] = self._t_act0[lane]
         if conf < 1:
