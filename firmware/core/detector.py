@@ -192,6 +192,8 @@ class ShelfDetector:
         self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
         self._fobj = _zeros(n * FOREIGN_SLOTS)  # foreign objects reported there (cg; 0: none)
+        self._put_n = _zeros(n)  # the lane's last put: items...
+        self._put_cg = _zeros(n)  # ...and grams (cg)
         self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
         self._t_still = _zeros(n)  # when the lane last became STILL
         self._t_settle = _zeros(n)
@@ -810,7 +812,15 @@ class ShelfDetector:
         # weight within 10 % + 5 g); anything else (an item tilted and held, a hand tugging)
         # waits the full foreign wait before it is believed.
         dcg = self.lanes[lane].cg(dc)
-        return dcg >= 0 or self._object_slot(lane, -dcg) >= 0
+        return dcg >= 0 or self._object_slot(lane, -dcg) >= 0 or self._put_back(lane, -dcg)
+
+    def _put_back(self, lane, cg):
+        # Does cg weigh what the lane's last counted put weighed (as _object_slot)?
+        w = self._put_cg[lane]
+        if self._put_n[lane] <= 0 or w <= 0:
+            return False
+        d = cg - w if cg > w else w - cg
+        return d <= w // 10 + 500 + 3 * self.lanes[lane].cg(self._noise(lane))
 
     def _object_slot(self, lane, cg):
         # The slot of a foreign object reported on the lane that weighs cg (see _removable),
@@ -835,7 +845,15 @@ class ShelfDetector:
             self._ref[lane] = level
             self._ref_xt[lane] = max(0, self._hands_beside(lane))
         else:
-            ev = self._emit(lane, t_ms, level, dc, None, 50)
+            # A fall that weighs what the last put weighed, when no object of that weight
+            # lies there: what was put is taken back, whatever it was counted as (a box
+            # counted as four bars leaves as four bars, and the receipt stays right).
+            items = None
+            dcg = self.lanes[lane].cg(dc)
+            if dcg < 0 and self._object_slot(lane, -dcg) < 0 and self._put_back(lane, -dcg):
+                items = -self._put_n[lane]
+                self._put_n[lane] = 0
+            ev = self._emit(lane, t_ms, level, dc, items, 50)
         self._anchor[lane] = level
         self._acc[lane] = 0
         return ev
@@ -879,6 +897,9 @@ class ShelfDetector:
         self._paused[lane] = 0
         if items is not None:
             self._acc[lane] += items
+            if items > 0:
+                self._put_n[lane] = items
+                self._put_cg[lane] = cal.cg(dc)
         else:
             self._objects(lane, cal.cg(dc))
         self._dec_cg[lane] = cal.cg(dc)

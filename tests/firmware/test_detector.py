@@ -182,6 +182,17 @@ def test_an_object_set_down_with_a_pressing_hand_is_no_count():
     assert [abs(e.delta_cg - 31200) < 800 for e in events if e.count is None] == [True]
 
 
+def test_what_was_put_and_counted_leaves_with_the_same_count():
+    # A 134 g box on a lane of 32 g bars reads as four bars (4.2). Taken from the middle of
+    # the plate it weighs 143 g (a plate reads a load off its centre a few % differently): no
+    # whole number of bars, but what the last put weighed. It leaves as the four bars it came
+    # as, and the receipt ends where it began.
+    cals, det, cc = shelf(1, unit_g=32)
+    a = Lane(80, stock(10, 32)).hold(2000)
+    a.ramp(13440, 400).impact(1500).hold(6000).ramp(-14300, 400).hold(9000)
+    assert [e.count for e in run(det, samples([a], cc, seed=83))] == [4, -4]
+
+
 def test_resting_hand_that_sways_waits_for_the_long_wait():
     # The same 93 g, but a hand: it sways by a few % of its force and leaves after 5 s.
     cals, det, cc = shelf(1)
