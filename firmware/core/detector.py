@@ -74,6 +74,7 @@ XT_FOREIGN_PCT = const(8)  # same for a foreign-looking change
 XT_SHAKE_PCT = const(5)  # an adjacent lane leaks at most this share of its load into ours
 LEAK_PERMIL = const(25)  # ...and keeps at most 2.5 % of a load change it made (plate edges)
 VIB_SMOOTH_MS = const(200)  # second stage: nulls 5 Hz, and with the boxcar all of 5-16 Hz
+VIB_MIN_MS = const(120)  # ...or one period of a faster vibration, at least this long
 VIB_PERMIL = const(30)  # a swing of 3 % of an item left after the boxcar matters
 VIB_HALF_MS = const(160)  # swings this close in a row (3 Hz and up) are vibration...
 VIB_SWINGS = const(8)  # ...this many of them (4 periods: longer than most ringing)
@@ -174,6 +175,8 @@ class ShelfDetector:
         self._buf2 = _zeros(n * self.m2)
         self._p2 = _zeros(n)
         self._s2 = _zeros(n)
+        self._n2 = _zeros(n)  # second stage length (samples): one period of the vibration
+        self._vhalf = _zeros(n)  # the vibration's half period (ms), a running estimate
         self._y = _zeros(n)
         self._seen = _zeros(n)  # samples seen (saturates after warm-up)
         self._q = _zeros(n)  # quiet spread of the boxcar sum
@@ -283,26 +286,31 @@ class ShelfDetector:
         self._bsum[lane] = ysum
         bpos += 1
         self._bpos[lane] = 0 if bpos == m else bpos
-        # second stage: mean of the boxcar over VIB_SMOOTH_MS, for a gondola that vibrates
+        # second stage: mean of the boxcar over one period of the gondola's vibration (at
+        # most VIB_SMOOTH_MS), which nulls that frequency
         m2 = self.m2
         b2 = self._buf2
         p2 = self._p2[lane]
-        j = lane * m2 + p2
+        n2 = self._n2[lane]
+        base2 = lane * m2
         y1 = ysum // m
-        s2 = self._s2[lane] + y1 - b2[j]
-        b2[j] = y1
+        k = p2 - n2
+        s2 = self._s2[lane] + y1 - b2[base2 + (k + m2 if k < 0 else k)]
+        b2[base2 + p2] = y1
         self._s2[lane] = s2
         p2 += 1
         self._p2[lane] = 0 if p2 == m2 else p2
-        y2 = s2 // m2 * m
+        y2 = s2 // n2 * m
         # the boxcar swinging about the second stage, again and again within a few hundred ms:
         # the gondola vibrates (a ringing tail right after activity does not count)
         e = ysum - y2
         h = self._vth[lane]
         sg = 1 if e > h else (-1 if e < -h else 0)
         if sg != 0 and sg != self._vsg[lane]:
-            if self._vsg[lane] != 0 and tdiff(t_ms, self._vlast[lane]) <= VIB_HALF_MS:
+            half = tdiff(t_ms, self._vlast[lane])
+            if self._vsg[lane] != 0 and half <= VIB_HALF_MS:
                 run = self._vrun[lane] + 1
+                self._vhalf[lane] += (half - self._vhalf[lane]) // 4
             else:
                 run = 1
             self._vrun[lane] = run
@@ -310,6 +318,7 @@ class ShelfDetector:
             self._vlast[lane] = t_ms
             if run >= VIB_SWINGS:
                 self._vib_until[lane] = t_ms + VIB_HOLD_MS
+                self._period(lane)
         if tdiff(self._vib_until[lane], t_ms) > 0:
             ysum = y2
         self._y[lane] = ysum
@@ -466,6 +475,25 @@ class ShelfDetector:
             return self._judge(lane, t_ms, pend, 1)
         return None
 
+    def _period(self, lane):
+        # Fit the second stage to one period of the vibration (two swings), re-summing the
+        # ring when its length changes (rarely: the estimate moves slowly).
+        m2 = self.m2
+        n2 = (2 * self._vhalf[lane] * self.rate + 500) // 1000
+        low = (VIB_MIN_MS * self.rate + 500) // 1000
+        n2 = low if n2 < low else n2
+        n2 = m2 if n2 > m2 else n2
+        if n2 == self._n2[lane]:
+            return
+        self._n2[lane] = n2
+        base2 = lane * m2
+        p = self._p2[lane]  # the next slot: the newest value sits just before it
+        acc = 0
+        for i in range(1, n2 + 1):
+            k = p - i
+            acc += self._buf2[base2 + (k + m2 if k < 0 else k)]
+        self._s2[lane] = acc
+
     def _prime(self, lane, raw, t_ms):
         # First reading of a lane: fill the buffers so the boxcar starts at the real level.
         m = self.m
@@ -477,6 +505,8 @@ class ShelfDetector:
         self._bsum[lane] = raw * m
         for k in range(lane * self.m2, lane * self.m2 + self.m2):
             self._buf2[k] = raw
+        self._n2[lane] = self.m2
+        self._vhalf[lane] = VIB_SMOOTH_MS // 2
         self._s2[lane] = raw * self.m2
         self._y[lane] = raw * m
         self._vib_until[lane] = t_ms

@@ -368,6 +368,19 @@ def test_a_small_pick_on_a_vibrating_gondola_counts_one():
     assert counts(run(det, samples([a], cc, sigma_cg=60, seed=53))) == [-1, -2]
 
 
+def test_the_second_stage_fits_the_vibrations_period():
+    # At 10 Hz one period is 100 ms: a 100 ms second stage nulls it and settles 100 ms
+    # sooner than the longest one (200 ms, for 5 Hz) would.
+    cals, det, cc = shelf(1, unit_g=25)
+    a = Lane(80, stock(20, 25)).hold(2000).vibrate(1500, 10, 14000).hold(6000)
+    pick(a, 1, unit_g=25)
+    lifted = (len(a.cg) - 1) * 1000 // 80
+    a.hold(4000)
+    events = run(det, samples([a], cc, sigma_cg=60, seed=53))
+    assert counts(events) == [-1]
+    assert tdiff(events[0].t_ms, lifted) <= 100
+
+
 def test_bump_rings_every_lane_but_changes_nothing():
     cals, det, cc = shelf(3)
     lanes = []
