@@ -758,6 +758,22 @@ class ShelfDetector:
         return big >= 0 and big * XT_SHAKE_PCT >= 25 * (self.lanes[lane].unit_counts
                                                         // self._cpg[lane])
 
+    def _whole_despite_leak(self, lane, total):
+        # Would the count be the same, new and whole with anything from no leak to the most a
+        # hand on an adjacent lane can leak (XT_SHAKE_PCT of it) either way? Then the hand
+        # next door changes nothing: decide now (a 171 g put beside a 912 g hand: 171 +- 46 g
+        # is one item whatever the hand does).
+        unit = self.lanes[lane].unit_counts
+        if unit <= 0:
+            return False
+        leak = self._hands_beside(lane) * XT_SHAKE_PCT // 100 * self._cpg[lane]
+        items = self._fit(lane, total)
+        if items == self._acc[lane] or self.resid > self.tol:
+            return False
+        if self.lanes[lane].counts_per_kg < 0:
+            total = -total
+        return _rdiv(total - leak, unit) == items and _rdiv(total + leak, unit) == items
+
     def _leaning(self, lane, dc):
         # Could a hand still on an adjacent lane explain all of this change (a hand leaks up
         # to XT_SHAKE_PCT of its force into its neighbours)? Then wait for it to leave.
@@ -766,9 +782,10 @@ class ShelfDetector:
 
     def _judge(self, lane, t_ms, level, patience):
         # patience 0: just settled; 1: waited PUT_WAIT_MS; 2: waited FOREIGN_WAIT_MS (final)
-        if patience == 0 and self._shaken(lane):
-            return None
         m = self.m
+        if patience == 0 and self._shaken(lane) and not self._whole_despite_leak(
+                lane, _rdiv(level - self._anchor[lane], m)):
+            return None
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
         if (patience and tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
                 and self._leaning(lane, dc)):

@@ -330,6 +330,22 @@ def pick_beside_a_resting_hand(unit_g, items, hand_cg, leak_cg, before_ms, after
     return run(det, samples([a, b], cc, sigma_cg=30, seed=seed))
 
 
+def test_a_put_beside_a_resting_hand_is_decided_while_the_hand_stays():
+    # A 912 g hand rests on lane 0 for 4 s, leaking 2 % (18 g) into lane 1, where a 174 g
+    # item is put back meanwhile. A hand may leak up to 5 % (46 g), but 192 g less or more
+    # than that is one item all the same: no need to wait for the hand to leave.
+    cals, det, cc = shelf(2, unit_g=174)
+    a = Lane(80, stock(4, 174)).hold(2000)
+    a.ramp(91200, 300).wander(2700, 1500, 4000).ramp(-91200, 300).hold(4000)
+    b = Lane(80, stock(4, 174)).hold(2000)
+    b.ramp(1800, 300).hold(1000)
+    b.ramp(17400 * 6 // 5, 400).ramp(-17400 // 5, 150).impact(1500)  # let go: it swings back
+    b.hold(2400).ramp(-1800, 300).hold(4000)
+    events = run(det, samples([a, b], cc, sigma_cg=30, seed=89))
+    assert counts(events, 1) == [1] and counts(events, 0) == []
+    assert events[0].t_ms < 4500  # put down at 3850 ms; the hand leaves at 6300 ms
+
+
 def test_small_pick_beside_a_resting_hand():
     # A 900 g hand leaks 3 % of itself (27 g, one bar's worth) into lane 1, where a 25 g bar
     # is taken meanwhile. The hand leaves no net load: once it is gone, lane 1 is one bar
