@@ -515,6 +515,7 @@ def test_no_heap_allocation_per_sample():
     # then, while the heap is watched: a resting hand, a touch, a bump (no events)
     lanes[0].ramp(stock(1) * 3 // 2, 300).hold(1500).ramp(-stock(1) * 3 // 2, 300)
     lanes[2].hold(500).ramp(-stock(1) // 2, 300).hold(500).ramp(stock(1) // 2, 300)
+    lanes[4].vibrate(6000, 10, 3500)  # a shaky gondola: the second stage takes over
     for ln in lanes:
         ln.hold(300).impact(1500, hz=6).hold(3000)
     stream = samples(lanes, cc, seed=67)
@@ -532,6 +533,7 @@ def test_no_heap_allocation_per_sample():
     finally:
         gc.enable()
     assert det.state(0) == 0 and det.state(2) == 0  # the shelf went busy and came back
+    assert det._n2[4] < det.m2  # lane 4 read through one period of its 10 Hz vibration
     assert after == before, "allocated %d bytes in %d samples" % (after - before,
                                                                    len(stream) - warm)
 
