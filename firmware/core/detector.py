@@ -4,7 +4,7 @@
 # per-sample path, every buffer allocated here in __init__. Per lane:
 #
 #   raw -> boxcar mean over SMOOTH_MS (HX711 noise, the mains alias, part of the ringing)
-#       -> on a lane whose gondola vibrates, a second mean over VIB_SMOOTH_MS
+#       -> on a lane whose gondola vibrates, a second mean over one period of the vibration
 #       -> spread (max - min) of that mean over SETTLE_MS, against the lane's own quiet
 #          spread (learnt online as a low quantile, so hands and bumps do not inflate it)
 #       -> STILL --(busy)--> ACTIVE --(still again, twice in a row)--> decide
@@ -947,6 +947,8 @@ class ShelfDetector:
             if items > 0:
                 self._put_n[lane] = items
                 self._put_cg[lane] = cal.cg(dc)
+            else:
+                self._put_n[lane] = 0  # taken: that put may be gone
         else:
             self._objects(lane, cal.cg(dc))
         self._dec_cg[lane] = cal.cg(dc)
