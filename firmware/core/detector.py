@@ -80,6 +80,7 @@ VIB_HALF_MS = const(160)  # swings this close in a row (3 Hz and up) are vibrati
 VIB_SWINGS = const(8)  # ...this many of them (4 periods: longer than most ringing)
 VIB_HOLD_MS = const(10000)  # the second stage leads this long after the last such swing
 PUT_FIX_MS = const(1000)  # a put's level may turn out a hand's press this soon after
+REF_SLACK_PERMIL = const(60)  # an event's level may be this far off (read while ringing)
 FOREIGN_SLOTS = const(3)  # foreign objects remembered per lane
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
@@ -810,8 +811,9 @@ class ShelfDetector:
             # Back where the counted items put it: nothing new (a touch, a bump, a hand that
             # came and went, a settling tail). Right after an event the item-weight spread
             # of what was counted is allowed; from a settled anchor only noise is.
-            if self._quiet(lane, dc) or (resid <= tol if self._acc[lane] else
-                                         self._quiet(lane, resid)):
+            if self._quiet(lane, dc) or (
+                    resid <= tol and (self._near_ref(lane, dc) or self._let_go(lane, dc))
+                    if self._acc[lane] else self._quiet(lane, resid)):
                 # nothing new: a touch, a bump, a hand that came and went, a settling tail
                 self._absorb(lane, t_ms, level)
                 return None
@@ -827,7 +829,7 @@ class ShelfDetector:
             return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
         if self._shared(lane, dc):
             return self._foreign(lane, t_ms, level)  # load sharing: re-referenced
-        if self._let_go_late(lane, dc):
+        if self._let_go(lane, dc):
             # The put just reported was read while a hand still pressed on what it set down;
             # let go, the lane holds no whole number of items more: it was an object. Take the
             # put back and report the object.
@@ -843,7 +845,13 @@ class ShelfDetector:
             return None  # a flat plateau below the lane's contents: a tilted item, held
         return self._foreign(lane, t_ms, level)
 
-    def _let_go_late(self, lane, dc):
+    def _near_ref(self, lane, dc):
+        # Is the level still where the last event left it, give or take what a verdict read
+        # while the shelf still rang may have been off by (REF_SLACK_PERMIL of an item)?
+        unit = self.lanes[lane].unit_counts
+        return abs(dc) <= unit // 50 * REF_SLACK_PERMIL // 20 + K_SIG * self._noise(lane)
+
+    def _let_go(self, lane, dc):
         # Did the lane fall back a little (a hand's adjusting press: up to 35 % of what was
         # put, plus 15 g) right after a put, the only event counted from this anchor?
         if self._acc[lane] <= 0 or self._dec_n[lane] != self._acc[lane]:
