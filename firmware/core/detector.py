@@ -812,7 +812,7 @@ class ShelfDetector:
             # came and went, a settling tail). Right after an event the item-weight spread
             # of what was counted is allowed; from a settled anchor only noise is.
             if self._quiet(lane, dc) or (
-                    resid <= tol and (self._near_ref(lane, dc) or self._let_go(lane, dc))
+                    resid <= tol and (self._near_ref(lane, dc) or self._let_go(lane, dc, 0))
                     if self._acc[lane] else self._quiet(lane, resid)):
                 # nothing new: a touch, a bump, a hand that came and went, a settling tail
                 self._absorb(lane, t_ms, level)
@@ -829,7 +829,7 @@ class ShelfDetector:
             return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
         if self._shared(lane, dc):
             return self._foreign(lane, t_ms, level)  # load sharing: re-referenced
-        if self._let_go(lane, dc):
+        if self._let_go(lane, dc, PUT_FIX_MS):
             # The put just reported was read while a hand still pressed on what it set down;
             # let go, the lane holds no whole number of items more: it was an object. Take the
             # put back and report the object.
@@ -851,12 +851,13 @@ class ShelfDetector:
         unit = self.lanes[lane].unit_counts
         return abs(dc) <= unit // 50 * REF_SLACK_PERMIL // 20 + K_SIG * self._noise(lane)
 
-    def _let_go(self, lane, dc):
+    def _let_go(self, lane, dc, within_ms):
         # Did the lane fall back a little (a hand's adjusting press: up to 35 % of what was
-        # put, plus 15 g) right after a put, the only event counted from this anchor?
+        # put, plus 15 g) after a put, the only event counted from this anchor (and, unless
+        # within_ms is 0, beginning within within_ms of it)?
         if self._acc[lane] <= 0 or self._dec_n[lane] != self._acc[lane]:
             return False
-        if tdiff(self._t_act0[lane], self._t_dec[lane]) > PUT_FIX_MS:
+        if within_ms and tdiff(self._t_act0[lane], self._t_dec[lane]) > within_ms:
             return False
         dcg = self.lanes[lane].cg(dc)
         return dcg < 0 and -dcg <= self._dec_cg[lane] * 35 // 100 + 1500
