@@ -853,11 +853,12 @@ class ShelfDetector:
 
     def _let_go(self, lane, dc, within_ms):
         # Did the lane fall back a little (a hand's adjusting press: up to 35 % of what was
-        # put, plus 15 g) after a put, the only event counted from this anchor (and, unless
-        # within_ms is 0, beginning within within_ms of it)?
-        if self._acc[lane] <= 0 or self._dec_n[lane] != self._acc[lane]:
+        # put, plus 15 g) after a put? Given within_ms: beginning within that long of the
+        # put, and the put the only event counted from this anchor (it may be taken back).
+        if self._dec_n[lane] <= 0 or self._acc[lane] <= 0:
             return False
-        if within_ms and tdiff(self._t_act0[lane], self._t_dec[lane]) > within_ms:
+        if within_ms and (self._dec_n[lane] != self._acc[lane]
+                          or tdiff(self._t_act0[lane], self._t_dec[lane]) > within_ms):
             return False
         dcg = self.lanes[lane].cg(dc)
         return dcg < 0 and -dcg <= self._dec_cg[lane] * 35 // 100 + 1500
