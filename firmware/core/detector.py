@@ -847,9 +847,12 @@ class ShelfDetector:
 
     def _near_ref(self, lane, dc):
         # Is the level still where the last event left it, give or take what a verdict read
-        # while the shelf still rang may have been off by (REF_SLACK_PERMIL of an item)?
-        unit = self.lanes[lane].unit_counts
-        return abs(dc) <= unit // 50 * REF_SLACK_PERMIL // 20 + K_SIG * self._noise(lane)
+        # while the shelf still rang may have been off by (REF_SLACK_PERMIL of an item, or of
+        # that event's change if larger)?
+        cal = self.lanes[lane]
+        last = abs(self._dec_cg[lane]) // 100 * self._cpg[lane]  # counts (whole counts/g)
+        big = cal.unit_counts if cal.unit_counts > last else last
+        return abs(dc) <= big // 50 * REF_SLACK_PERMIL // 20 + K_SIG * self._noise(lane)
 
     def _let_go(self, lane, dc, within_ms):
         # Did the lane fall back a little (a hand's adjusting press: up to 35 % of what was
