@@ -223,23 +223,15 @@ def test_hand_resting_on_the_neighbour_is_not_a_put_beside_it():
 
 
 def test_foreign_item_then_pick_reports_both():
-    cals, det, cc = shelf(1)
-    a = Lane(80, stock(5)).hold(2000)
-    a.ramp(9300, 400).impact(1500).hold(3000)
-    pick(a).hold(9000)
-    events = run(det, samples([a], cc, seed=23))
-    assert [e.count for e in events] == [None, -1]
-
-
-def test_foreign_item_then_a_pick_a_second_later_reports_both():
-    # The pick comes before the phone's plateau has been flat for FLAT_WAIT_MS; having rested
-    # on it a second, and then stepping down from it by a whole item, it was an object.
-    cals, det, cc = shelf(1)
-    a = Lane(80, stock(5)).hold(2000)
-    a.ramp(9300, 400).impact(1500).hold(1400)
-    pick(a).hold(9000)
-    events = run(det, samples([a], cc, seed=61))
-    assert [e.count for e in events] == [None, -1]
+    # 3 s after the phone, or 1.4 s: before its plateau has been flat for FLAT_WAIT_MS, but
+    # having rested on it a second and stepped down from it by a whole item, it was an object.
+    for hold_ms, seed in ((3000, 23), (1400, 61)):
+        cals, det, cc = shelf(1)
+        a = Lane(80, stock(5)).hold(2000)
+        a.ramp(9300, 400).impact(1500).hold(hold_ms)
+        pick(a).hold(9000)
+        events = run(det, samples([a], cc, seed=seed))
+        assert [e.count for e in events] == [None, -1], hold_ms
 
 
 def test_an_object_put_down_right_after_a_heavy_pick_is_not_the_pick_settling():
@@ -268,15 +260,24 @@ def test_two_hands_on_adjacent_lanes_at_once():
     assert counts(events, 1) == [1]
 
 
+def heavy_beside_light(heavy_g, heavy_items, light_g, light_items, light_from_ms=2000):
+    # Lane 0 holds heavy items, lane 1 light ones (the crosstalk tests): detector and lanes.
+    cals = [LaneCal(0, CPG, heavy_g, "HEAVY"), LaneCal(500000, CPG, light_g, "LIGHT")]
+    a = Lane(80, heavy_g * 100 * heavy_items).hold(2000)
+    b = Lane(80, light_g * 100 * light_items).hold(light_from_ms)
+    return ShelfDetector(cals, 80), a, b
+
+
+def run_pair(det, a, b, sigma_cg, seed):
+    return run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=sigma_cg, seed=seed))
+
+
 def test_crosstalk_from_a_heavy_neighbour_is_ignored():
     # Lane 0 holds 1.5 kg bottles; lane 1 small 20 g bars and shares 1.5 % of lane 0's load.
-    cals = [LaneCal(0, CPG, 1500, "WATER"), LaneCal(500000, CPG, 20, "BAR")]
-    det = ShelfDetector(cals, 80)
-    a = Lane(80, 1500 * 100 * 4).hold(2000)
-    b = Lane(80, 20 * 100 * 10).hold(2000)
+    det, a, b = heavy_beside_light(1500, 4, 20, 10)
     pick(a, 1, unit_g=1500).hold(5000)
     b.ramp(-1500 * 100 * 3 // 200, 500).hold(5600)  # load sharing: -22.5 g, "about one bar"
-    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=50, seed=31))
+    events = run_pair(det, a, b, 50, 31)
     assert counts(events, 0) == [-1]
     assert counts(events, 1) == []
 
@@ -284,15 +285,12 @@ def test_crosstalk_from_a_heavy_neighbour_is_ignored():
 def test_small_pick_beside_a_heavy_pick_with_load_sharing():
     # Lane 1 (18 g bars) shares 1 % of lane 0's load. Both are picked at once: lane 1 reads
     # -18 g - 8.65 g = -26.65 g, about 1.5 bars, which only the neighbour's leak explains.
-    cals = [LaneCal(0, CPG, 865, "OIL"), LaneCal(500000, CPG, 18, "BAR")]
-    det = ShelfDetector(cals, 80)
-    a = Lane(80, 865 * 100 * 4).hold(2000)
-    b = Lane(80, 18 * 100 * 10).hold(2000)
+    det, a, b = heavy_beside_light(865, 4, 18, 10)
     pick(a, 1, unit_g=865).hold(5000)
     b.hold(150)
     pick(b, 1, unit_g=18, press=False)
     b.ramp(-865 * 100 // 100, 200).hold(5000)
-    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=37))
+    events = run_pair(det, a, b, 30, 37)
     assert counts(events, 0) == [-1]
     assert counts(events, 1) == [-1]
 
@@ -301,14 +299,11 @@ def test_a_put_soon_after_a_heavy_neighbours_leak_counts_from_the_new_level():
     # Three 650 g bottles leave lane 0; lane 1 (19 g bars) keeps 1.7 % of that change for
     # good: -33 g, no whole number of bars. A bar put back on lane 1 2.3 s later is +1, not
     # a foreign change of -14 g (nor nothing).
-    cals = [LaneCal(0, CPG, 650, "WINE"), LaneCal(500000, CPG, 19, "BAR")]
-    det = ShelfDetector(cals, 80)
-    a = Lane(80, 650 * 100 * 6).hold(2000)
-    b = Lane(80, 1900 * 10).hold(2000)
+    det, a, b = heavy_beside_light(650, 6, 19, 10)
     pick(a, 3, unit_g=650).hold(9000)
     b.hold(300).ramp(-3300, 500).hold(2300)
     put(b, 1, unit_g=19).hold(6000)
-    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=59))
+    events = run_pair(det, a, b, 30, 59)
     assert counts(events, 0) == [-3]
     assert counts(events, 1) == [1]
 
@@ -317,13 +312,10 @@ def test_a_press_during_a_heavy_pick_next_door_is_no_load_sharing():
     # A 980 g bottle leaves lane 0 while a hand presses lane 1's 72 g item (+52 g, 5 % of
     # the bottle) before lifting it: a plate keeps at most 2.5 % of a neighbour's change, so
     # the press is no new level to count from: -1, 72 g.
-    cals = [LaneCal(0, CPG, 980, "WATER"), LaneCal(500000, CPG, 72, "SOAP")]
-    det = ShelfDetector(cals, 80)
-    a = Lane(80, 980 * 100 * 6).hold(2000)
-    b = Lane(80, 7200 * 10).hold(2300)
+    det, a, b = heavy_beside_light(980, 6, 72, 10, light_from_ms=2300)
     pick(a, 1, unit_g=980).hold(9000)
     b.ramp(5200, 300).hold(600).ramp(-5200 - 7200, 500).impact(700).hold(6000)
-    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=73))
+    events = run_pair(det, a, b, 30, 73)
     assert counts(events, 0) == [-1]
     assert counts(events, 1) == [-1]
     ev = [e for e in events if e.lane == 1][0]
