@@ -751,6 +751,14 @@ class ShelfDetector:
         over_counts = over // self.m
         return over_counts * 25 >= RELEASE_PER_25 * abs(dc) and over >= 2 * self._q[lane]
 
+    def _set_down(self, lane, t_ms, dc):
+        # A weaker release (half the overshoot: the chip's own averaging at 10 SPS, or a hand
+        # that let go gently) and a level that has lain flat since for PUT_FLAT_MS: an item
+        # set down. A hand that eased onto a plateau neither came down onto it nor lies flat.
+        over = (self._peak[lane] - abs(dc) * self.m) // self.m
+        return (over * 50 >= RELEASE_PER_25 * abs(dc) and over * self.m >= 2 * self._q[lane]
+                and tdiff(t_ms, self._t_flat[lane]) >= PUT_FLAT_MS)
+
     def _shaken(self, lane):
         # Is an adjacent lane still carrying a load change (a hand, an item on its way) big
         # enough that its leak into this lane could pass for a quarter of our item? Then this
@@ -818,7 +826,8 @@ class ShelfDetector:
                 self._absorb(lane, t_ms, level)
                 return None
         elif (resid <= tol and abs(dc) >= K_SIG_COUNT * noise and self._plausible(lane, items)
-              and (items < 0 or patience or self._released(lane, dc))):
+              and (items < 0 or patience or self._released(lane, dc)
+                   or self._set_down(lane, t_ms, dc))):
             xt = self._crosstalk(lane, t_ms, dc, XT_COUNT_PCT)
             if xt == 2:
                 return None  # wait for the neighbour to finish
