@@ -81,6 +81,11 @@ VIB_SWINGS = const(8)  # ...this many of them (4 periods: longer than most ringi
 VIB_HOLD_MS = const(10000)  # the second stage leads this long after the last such swing
 PUT_FIX_MS = const(1000)  # a put's level may turn out a hand's press this soon after
 REF_SLACK_PERMIL = const(60)  # an event's level may be this far off (read while ringing)
+SHARE_MIN_CG = const(20000)  # a neighbour's change of 200 g or more teaches the load share
+SHARE_SAMPLES = const(4)  # the first samples are averaged, later ones move it SHARE_STEP
+SHARE_STEP = const(5)  # per 10000
+SHARE_KNOWN = const(2)  # samples before a learnt share is used...
+SHARE_SLACK = const(40)  # ...give or take this much of the neighbour's change (per 10000)
 FOREIGN_SLOTS = const(3)  # foreign objects remembered per lane
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
@@ -195,6 +200,8 @@ class ShelfDetector:
         self._t_flat = _zeros(n)
         self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
+        self._kls = _zeros(2 * n)  # load share this lane keeps of its left/right neighbour's
+        self._kln = bytearray(2 * n)  # ...changes (per 10000) and how many samples taught it
         self._fobj = _zeros(n * FOREIGN_SLOTS)  # foreign objects reported there (cg; 0: none)
         self._put_n = _zeros(n)  # the lane's last put: items...
         self._put_cg = _zeros(n)  # ...and grams (cg)
@@ -571,6 +578,7 @@ class ShelfDetector:
             return False
         t0 = self._t_act0[lane]
         big = 0
+        bj = -1
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if j < 0 or j >= self.n or self._seen[j] == 0:
                 continue
@@ -581,8 +589,24 @@ class ShelfDetector:
             d = abs(self._dec_cg[j])
             if d > big:
                 big = d
+                bj = j
         if big == 0:
             return False
+        k = 2 * lane + (1 if bj > lane else 0)
+        if self._kln[k] >= SHARE_KNOWN:
+            # The share these plates split was learnt: take exactly that leak away.
+            leak = self._kls[k] * (self._dec_cg[bj] // 100) // 10000 * self._cpg[lane]
+            own = (-total if cal.counts_per_kg < 0 else total) - leak
+            c = _rdiv(own, unit)
+            if c != 0 and abs(c) <= MAX_ITEMS_PER_ACTION:
+                slack = big // 100 * SHARE_SLACK // 10000 * self._cpg[lane]
+                tol = unit // 50 * self._tolp[abs(c)] // 20 + K_TOL_NOISE * self._noise(
+                    lane) + slack
+                if abs(own - c * unit) <= tol:
+                    self.shared_items = c
+                    self.resid = abs(own - c * unit)
+                    self.tol = tol
+                    return True
         # the largest leak in this lane's counts; centigrams -> counts via whole counts/gram
         allow = big * LEAK_PERMIL // 1000 * self._cpg[lane] // 100 + K_TOL_NOISE * self._noise(
             lane)
@@ -951,6 +975,32 @@ class ShelfDetector:
                 low = k
         self._fobj[low] += dcg
 
+    def _teach_shares(self, j, d):
+        # Neighbour j just changed by d (cg). An adjacent lane that has had no event since j's
+        # activity began and sits off its reference by no more than a plate keeps of that
+        # change shows the share the two plates split: one step of it (a robust running
+        # estimate: outliers move it no faster than anything else).
+        if d > -SHARE_MIN_CG and d < SHARE_MIN_CG:
+            return
+        for i in range(j - 1, j + 2, 2):  # both neighbours; range() allocates nothing
+            if i < 0 or i >= self.n or self._seen[i] < self._warm:
+                continue
+            if tdiff(self._t_dec[i], self._t_act0[j]) >= -XT_WINDOW_MS:
+                continue  # i decided something meanwhile
+            dev = self.lanes[i].cg(_rdiv(self._y[i] - self._ref[i], self.m))
+            if abs(dev) * 1000 > LEAK_PERMIL * abs(d):
+                continue
+            k = 2 * i + (1 if j > i else 0)
+            sample = dev * 10000 // d
+            n = self._kln[k]
+            if n < SHARE_SAMPLES:
+                self._kls[k] += (sample - self._kls[k]) // (n + 1)
+                self._kln[k] = n + 1
+            elif sample > self._kls[k]:
+                self._kls[k] += SHARE_STEP
+            else:
+                self._kls[k] -= SHARE_STEP
+
     def _emit(self, lane, t_ms, level, dc, items, conf):
         cal = self.lanes[lane]
         m = self.m
@@ -975,6 +1025,7 @@ class ShelfDetector:
             self._objects(lane, cal.cg(dc))
         self._dec_cg[lane] = cal.cg(dc)
         self._dec_n[lane] = 0 if items is None else items
+        self._teach_shares(lane, cal.cg(dc))
         self._t_dec[lane] = t_ms
         self._t_dec0[lane] = self._t_act0[lane]
         if conf < 1:
