@@ -206,6 +206,7 @@ class ShelfDetector:
         self._put_n = _zeros(n)  # the lane's last put: items...
         self._put_cg = _zeros(n)  # ...and grams (cg)
         self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
+        self._held = bytearray(n)  # 1: the verdict waits only for a hand next door to leave
         self._t_still = _zeros(n)  # when the lane last became STILL
         self._t_settle = _zeros(n)
         self._t_act0 = _zeros(n)
@@ -477,6 +478,10 @@ class ShelfDetector:
         waited = tdiff(t_ms, self._t_settle[lane])
         if waited < PEND_INT_MS:
             return self._judge(lane, t_ms, pend, 0)
+        if self._held[lane] and not self._shaken(lane):
+            self._held[lane] = 0
+            if self.lanes[lane].cg(_rdiv(pend - self._ref[lane], self.m)) < 0:
+                return self._judge(lane, t_ms, pend, 0)
         if waited >= self.foreign_wait_ms or tdiff(t_ms, self._t_flat[lane]) >= FLAT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 2)
         if waited >= PUT_WAIT_MS and tdiff(t_ms, self._t_flat[lane]) >= PUT_FLAT_MS:
@@ -818,7 +823,9 @@ class ShelfDetector:
         m = self.m
         if patience == 0 and self._shaken(lane) and not self._whole_despite_leak(
                 lane, _rdiv(level - self._anchor[lane], m)):
+            self._held[lane] = 1
             return None
+        self._held[lane] = 0
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
         if (patience and tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
                 and self._leaning(lane, dc)):

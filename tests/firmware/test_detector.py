@@ -379,6 +379,26 @@ def test_small_pick_beside_a_resting_hand():
     assert counts(events, 1) == [-1]
 
 
+def test_a_pick_held_for_a_hand_next_door_is_decided_when_the_hand_leaves():
+    # A 900 g hand rests on lane 0 (it could leak 45 g, most of a 64 g item, into lane 1; it
+    # leaks 3 g) while one item is taken from lane 1. The verdict waits for the hand and is
+    # given once it has left: not 2 s after the pick, when the next pick has begun and would
+    # merge with it into one -4.
+    cals, det, cc = shelf(2, unit_g=64)
+    a = Lane(80, stock(6, 64)).hold(2000)
+    a.ramp(90000, 300).wander(2700, 1000, 2000).hold(300).ramp(-90000, 300)  # gone at 4.9 s
+    a.hold(6000)
+    b = Lane(80, stock(10, 64)).hold(2000)
+    b.ramp(300, 300).hold(100)
+    pick(b, 1, unit_g=64).hold(1300)  # taken by 3.3 s
+    b.ramp(-300, 300).hold(400)
+    pick(b, 3, unit_g=64).hold(3000)  # from 5.3 s on
+    events = run(det, samples([a, b], cc, sigma_cg=30, seed=61))
+    assert counts(events, 0) == []
+    assert counts(events, 1) == [-1, -3]
+    assert events[0].t_ms < 5300
+
+
 def test_a_hands_leak_in_an_event_is_not_an_object_when_it_leaves():
     # Lane 1's item (240 g) is taken while a 400 g hand rests next door and leaks 12 g into
     # it; the event carries that leak. When the hand leaves, lane 1 sinks by 12 g: not a
