@@ -212,6 +212,9 @@ class ShelfDetector:
         self._t_act0 = _zeros(n)
         self._t_act1 = _zeros(n)
         self._t_near = _zeros(n)  # when a STILL lane was last near its reference level
+        self._t_ref = _zeros(n)  # when a decision last set _ref (a neighbour's change decided
+        # before then is in it already)
+        self._y_xt = _zeros(n)  # the lane's level when a neighbour's last event was decided
         self._ref_xt = _zeros(n)  # grams of unsettled load beside the lane when _ref was set
         self._peak = _zeros(n)  # largest |level - ref| in the current activity
         self._dec_cg = _zeros(n)  # signed net change of the lane's last event (centigrams)
@@ -530,6 +533,7 @@ class ShelfDetector:
         self._t_still[lane] = t_ms
         self._t_act1[lane] = t_ms
         self._t_near[lane] = t_ms
+        self._t_ref[lane] = t_ms
 
     # -- decisions: rare, may allocate ------------------------------------------------------
     def _window_level(self, lane):
@@ -591,6 +595,8 @@ class ShelfDetector:
                 continue  # j's change was decided well before ours began
             if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
                 continue
+            if tdiff(self._t_ref[lane], self._t_dec[j]) >= 0:
+                continue  # j's share was taken when our reference was set
             d = abs(self._dec_cg[j])
             if d > big:
                 big = d
@@ -679,6 +685,7 @@ class ShelfDetector:
             # ringing tail since may have started a new, small activity there)
             if (tdiff(self._t_dec[j], t0) >= -XT_WINDOW_MS
                     and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS
+                    and tdiff(self._t_ref[lane], self._t_dec[j]) < 0
                     and mine * 100 <= pct * abs(self._dec_cg[j])):
                 return 1
             busy = self._state[j] == ACTIVE
@@ -710,6 +717,15 @@ class ShelfDetector:
                     and mine * 1000 <= LEAK_PERMIL * abs(self._dec_cg[j])):
                 return True
         return False
+
+    def _share_level(self, lane, level):
+        # Where load sharing left the lane: its level when the neighbour's event was decided,
+        # if that level is itself a share (the lane's own next hand may be pressing by now);
+        # else where it is now.
+        y = self._y_xt[lane]
+        if self._shared(lane, _rdiv(y - self._ref[lane], self.m)):
+            return y
+        return level
 
     def _settle(self, lane, t_ms):
         self._t_act1[lane] = t_ms
@@ -864,11 +880,13 @@ class ShelfDetector:
                 return None  # wait for the neighbour to finish
             if xt == 1:
                 if patience == 2 or self._shared(lane, dc):
-                    return self._foreign(lane, t_ms, level)  # load sharing: re-referenced
+                    # load sharing: re-referenced
+                    return self._foreign(lane, t_ms, self._share_level(lane, level))
                 return None
             return self._emit(lane, t_ms, level, dc, items, self._confidence(lane, resid, tol))
         if self._shared(lane, dc):
-            return self._foreign(lane, t_ms, level)  # load sharing: re-referenced
+            # load sharing: re-referenced
+            return self._foreign(lane, t_ms, self._share_level(lane, level))
         if self._let_go(lane, dc, PUT_FIX_MS):
             # The put just reported was read while a hand still pressed on what it set down;
             # let go, the lane holds no whole number of items more: it was an object. Take the
@@ -956,6 +974,7 @@ class ShelfDetector:
             ev = self._emit(lane, t_ms, level, dc, items, 50)
         self._anchor[lane] = level
         self._acc[lane] = 0
+        self._t_ref[lane] = t_ms
         return ev
 
     def _absorb(self, lane, t_ms, level):
@@ -1016,6 +1035,7 @@ class ShelfDetector:
         after = cal.cg(level // m - off)
         self._ref[lane] = level
         self._ref_xt[lane] = max(0, self._hands_beside(lane))
+        self._t_ref[lane] = t_ms
         self._state[lane] = STILL
         self._t_still[lane] = t_ms
         self._dirty[lane] = 1
@@ -1033,6 +1053,9 @@ class ShelfDetector:
         self._dec_cg[lane] = cal.cg(dc)
         self._dec_n[lane] = 0 if items is None else items
         self._teach_shares(lane, cal.cg(dc))
+        for i in range(lane - 1, lane + 2, 2):
+            if 0 <= i < self.n:
+                self._y_xt[i] = self._y[i]
         self._t_dec[lane] = t_ms
         self._t_dec0[lane] = self._t_act0[lane]
         if conf < 1:

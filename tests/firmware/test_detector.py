@@ -325,6 +325,34 @@ def test_a_learnt_load_share_is_taken_away_before_counting_beside_it():
     assert counts(events, 1) == [-1]
 
 
+def test_a_pick_right_after_a_heavy_neighbours_event_is_not_that_events_load_share():
+    # Two 1190 g bottles leave lane 0; lane 1 (64 g items) keeps 1 % of that (-23.8 g) and
+    # takes it as load sharing. An item taken from lane 1 200 ms later weighs under 3 % of
+    # the bottles, like a share would, but their share is already counted: -1.
+    det, a, b = heavy_beside_light(1190, 6, 64, 10)
+    pick(a, 2, unit_g=1190).hold(8000)
+    b.hold(300).ramp(-2380, 500).hold(200)
+    pick(b, 1, unit_g=64).hold(8000)
+    events = run_pair(det, a, b, 30, 1)
+    assert counts(events, 0) == [-2]
+    assert counts(events, 1) == [-1]
+
+
+def test_load_sharing_is_read_where_the_neighbours_event_left_the_lane():
+    # As above, but lane 1 still sways from the hand next door when the bottles' event is
+    # decided, and its own hand is pressing (+12.8 g) by the time it first rests. The share
+    # is the level lane 1 had when the neighbour's event was decided, not that press: the
+    # item then weighs 64 g (one), not 76.8 g (no whole count, a foreign change 7 s later).
+    det, a, b = heavy_beside_light(1190, 6, 64, 10)
+    pick(a, 2, unit_g=1190).hold(8000)
+    b.hold(300).ramp(-2380, 500).wander(400, 150, 200)
+    b.ramp(1280, 150).hold(300).ramp(-1280 - 6400, 400).impact(600).hold(8000)
+    events = run_pair(det, a, b, 30, 1)
+    assert counts(events, 0) == [-2]
+    assert counts(events, 1) == [-1]
+    assert abs(events[1].delta_cg + 6400) < 640
+
+
 def test_a_press_during_a_heavy_pick_next_door_is_no_load_sharing():
     # A 980 g bottle leaves lane 0 while a hand presses lane 1's 72 g item (+52 g, 5 % of
     # the bottle) before lifting it: a plate keeps at most 2.5 % of a neighbour's change, so
