@@ -693,11 +693,15 @@ class ShelfDetector:
                 continue  # j's last activity ended well before ours began
             if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
                 continue  # j began well after ours had settled
-            # while j moves or waits, its transient load (a hand) leaks too; once it rests
-            # again only a net change of it (its event, above) is still in our level, or the
-            # hand it carried when our reference was taken, now gone
-            if mine <= pct * (self._peak[j] // self.m // self._cpg[j] if self._state[j] != STILL
-                              else self._ref_xt[lane]):
+            # while j moves or waits, what it carries now (a hand) leaks into our level as it
+            # reads now (a hand already lifted, its plate still swinging, leaks nothing); once
+            # j rests again only a net change of it (its event, above) is still in our level,
+            # or the hand it carried when our reference was taken, now gone
+            if self._state[j] != STILL:
+                load = abs(self._y[j] - self._ref[j]) // self.m // self._cpg[j]
+            else:
+                load = self._ref_xt[lane]
+            if mine <= pct * load:
                 return 1
             if busy and mine <= pct * (self.lanes[j].unit_counts // self._cpg[j]):
                 verdict = 2

@@ -427,6 +427,25 @@ def test_a_pick_held_for_a_hand_next_door_is_decided_when_the_hand_leaves():
     assert events[0].t_ms < 5300
 
 
+def test_a_neighbour_still_ringing_after_its_hand_left_leaks_only_what_it_carries_now():
+    # An 1100 g hand rests on lane 0 while a 20 g bar is taken from lane 1; the hand lifts
+    # off with a swing that keeps lane 0 moving for a while. Lane 1 is judged as soon as it
+    # rests: lane 0 carries nearly nothing any more, so its leak cannot be the bar (its 1100 g
+    # peak could). Waiting for lane 0 to rest would merge the bar with the next pick: -3.
+    cals, det, cc = shelf(2, unit_g=20)
+    a = Lane(80, stock(6)).hold(2000)
+    a.ramp(110000, 300).wander(3300, 1000, 2000).ramp(-110000, 300)
+    a.impact(30000, hz=6, tau_ms=400).hold(6000)
+    b = Lane(80, stock(20, 20)).hold(2000)
+    b.ramp(1100, 300).hold(300)
+    pick(b, 1, unit_g=20).hold(800)
+    b.ramp(-1100, 300).hold(700)
+    pick(b, 2, unit_g=20).hold(6000)
+    events = run(det, samples([a, b], cc, sigma_cg=30, seed=1))
+    assert counts(events, 0) == []
+    assert counts(events, 1) == [-1, -2]
+
+
 def test_a_hands_leak_in_an_event_is_not_an_object_when_it_leaves():
     # Lane 1's item (240 g) is taken while a 400 g hand rests next door and leaks 12 g into
     # it; the event carries that leak. When the hand leaves, lane 1 sinks by 12 g: not a
