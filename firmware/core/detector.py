@@ -206,6 +206,7 @@ class ShelfDetector:
         self._put_n = _zeros(n)  # the lane's last put: items...
         self._put_cg = _zeros(n)  # ...and grams (cg)
         self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
+        self._nothing = bytearray(n)  # 1: the last decision was that nothing new happened
         self._held = bytearray(n)  # 1: the verdict waits only for a hand next door to leave
         self._t_still = _zeros(n)  # when the lane last became STILL
         self._t_settle = _zeros(n)
@@ -424,6 +425,10 @@ class ShelfDetector:
                         self._t_act0[lane] = self._t_near[lane]
                         self._peak[lane] = d if d > 0 else -d
                         return self._settle(lane, t_ms)
+                    if self._nothing[lane]:
+                        # nothing was taken or put: where the lane rests now is its contents
+                        # on a zero that moved (load sharing, creep)
+                        self._off[lane] += _rdiv(level - ref, m)
                     self._ref[lane] = level
                     self._ref_xt[lane] = max(0, self._hands_beside(lane))
                     self._anchor[lane] = level
@@ -964,6 +969,7 @@ class ShelfDetector:
         ev = None
         if self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT) == 1:
             self._absorb(lane, t_ms, level)  # load sharing moved this lane's zero
+            self._off[lane] += _rdiv(level - self._ref[lane], self.m)
             self._ref[lane] = level
             self._ref_xt[lane] = max(0, self._hands_beside(lane))
         else:
@@ -990,6 +996,7 @@ class ShelfDetector:
         self._dirty[lane] = 1
         self._plat_ok[lane] = 0
         self._paused[lane] = 0
+        self._nothing[lane] = 1
 
     def _objects(self, lane, dcg):
         # Keep the foreign objects on the lane: one put down takes a free slot (or joins the
@@ -1040,6 +1047,7 @@ class ShelfDetector:
         self._ref[lane] = level
         self._ref_xt[lane] = max(0, self._hands_beside(lane))
         self._t_ref[lane] = t_ms
+        self._nothing[lane] = 0
         self._state[lane] = STILL
         self._t_still[lane] = t_ms
         self._dirty[lane] = 1

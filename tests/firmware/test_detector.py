@@ -321,6 +321,21 @@ def test_a_put_soon_after_a_heavy_neighbours_leak_counts_from_the_new_level():
     assert counts(events, 1) == [1]
 
 
+def test_load_sharing_moves_the_zero_so_the_last_item_can_be_taken():
+    # Lane 1 holds one 30 g item. A 1400 g bottle leaves lane 0 and takes 1.7 % of it (24 g)
+    # out of lane 1's reading for good: lane 1's contents did not change, its zero did. Its
+    # last item is then taken: -1 (with a fixed zero the lane would seem to hold 6 g, and
+    # taking 30 g from it impossible).
+    det, a, b = heavy_beside_light(1400, 6, 30, 1)
+    pick(a, 1, unit_g=1400).hold(5000)
+    b.hold(300).ramp(-2380, 500).hold(3000)
+    pick(b, 1, unit_g=30).hold(6000)
+    events = run_pair(det, a, b, 30, 1)
+    assert counts(events, 0) == [-1]
+    assert counts(events, 1) == [-1]
+    assert abs(events[1].before_cg - 3000) < 300  # the item is what the lane holds
+
+
 def test_a_learnt_load_share_is_taken_away_before_counting_beside_it():
     # Three 700 g bottles are taken from lane 0 one by one, lane 1 (16 g bars) keeping 1.2 %
     # of each change; then a fourth bottle and a bar at the same moment. 1.2 % of 700 g is
