@@ -575,10 +575,16 @@ class ShelfDetector:
         k = abs(items)
         if k > MAX_ITEMS_PER_ACTION:
             k = MAX_ITEMS_PER_ACTION
-        # unit // 50 * permil // 20 == unit * permil / 1000 without leaving small ints
-        self.tol = unit // 50 * self._tolp[k] // 20 + K_TOL_NOISE * self._noise(lane)
+        self.tol = self._count_tol(lane, k)
         self.resid = abs(total - items * unit)
         return items
+
+    def _count_tol(self, lane, k):
+        # How far a change of k items may be from k x the unit: item weights vary
+        # independently, and the lane's noise widens it. unit // 50 * permil // 20 ==
+        # unit * permil / 1000 without leaving small ints.
+        return (self.lanes[lane].unit_counts // 50 * self._tolp[k] // 20
+                + K_TOL_NOISE * self._noise(lane))
 
     def _fit_shared(self, lane, total, items):
         # The change from the anchor is no whole number of items. If an adjacent lane has
@@ -608,16 +614,17 @@ class ShelfDetector:
                 bj = j
         if big == 0:
             return False
+        if cal.counts_per_kg < 0:
+            total = -total
         k = 2 * lane + (1 if bj > lane else 0)
         if self._kln[k] >= SHARE_KNOWN:
             # The share these plates split was learnt: take exactly that leak away.
             leak = self._kls[k] * (self._dec_cg[bj] // 100) // 10000 * self._cpg[lane]
-            own = (-total if cal.counts_per_kg < 0 else total) - leak
+            own = total - leak
             c = _rdiv(own, unit)
             if c != 0 and abs(c) <= MAX_ITEMS_PER_ACTION:
                 slack = big // 100 * SHARE_SLACK // 10000 * self._cpg[lane]
-                tol = unit // 50 * self._tolp[abs(c)] // 20 + K_TOL_NOISE * self._noise(
-                    lane) + slack
+                tol = self._count_tol(lane, abs(c)) + slack
                 if abs(own - c * unit) <= tol:
                     self.shared_items = c
                     self.resid = abs(own - c * unit)
@@ -626,8 +633,6 @@ class ShelfDetector:
         # the largest leak in this lane's counts; centigrams -> counts via whole counts/gram
         allow = big * LEAK_PERMIL // 1000 * self._cpg[lane] // 100 + K_TOL_NOISE * self._noise(
             lane)
-        if cal.counts_per_kg < 0:
-            total = -total
         if abs(total) <= allow:
             return False  # the leak alone can explain it: load sharing, decided elsewhere
         best = -1
@@ -942,23 +947,26 @@ class ShelfDetector:
         return dcg >= 0 or self._object_slot(lane, -dcg) >= 0 or self._put_back(lane, -dcg)
 
     def _put_back(self, lane, cg):
-        # Does cg weigh what the lane's last counted put weighed (as _object_slot)?
+        # Does cg weigh what the lane's last counted put weighed?
         w = self._put_cg[lane]
         if self._put_n[lane] <= 0 or w <= 0:
             return False
-        d = cg - w if cg > w else w - cg
-        return d <= w // 10 + 500 + 3 * self.lanes[lane].cg(self._noise(lane))
+        return abs(cg - w) <= self._weight_slack(lane, w)
+
+    def _weight_slack(self, lane, w):
+        # How far a weight may be read off w (cg) and still be the same thing: 10 % + 5 g,
+        # widened by the lane's noise.
+        return w // 10 + 500 + 3 * self.lanes[lane].cg(self._noise(lane))
 
     def _object_slot(self, lane, cg):
         # The slot of a foreign object reported on the lane that weighs cg (see _removable),
         # or -1.
-        slack = 500 + 3 * self.lanes[lane].cg(self._noise(lane))
         best = -1
         miss = 0
         for k in range(lane * FOREIGN_SLOTS, lane * FOREIGN_SLOTS + FOREIGN_SLOTS):
             w = self._fobj[k]
-            d = cg - w if cg > w else w - cg
-            if w > 0 and d <= w // 10 + slack and (best < 0 or d < miss):
+            d = abs(cg - w)
+            if w > 0 and d <= self._weight_slack(lane, w) and (best < 0 or d < miss):
                 best = k
                 miss = d
         return best
