@@ -202,9 +202,10 @@ class ShelfDetector:
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
         self._kls = _zeros(2 * n)  # load share this lane keeps of its left/right neighbour's
         self._kln = bytearray(2 * n)  # ...changes (per 10000) and how many samples taught it
-        self._fobj = _zeros(n * FOREIGN_SLOTS)  # foreign objects reported there (cg; 0: none)
+        # weights below in counts, heavier positive (see _up): matching them allocates nothing
+        self._fobj = _zeros(n * FOREIGN_SLOTS)  # foreign objects reported there (0: none)
         self._put_n = _zeros(n)  # the lane's last put: items...
-        self._put_cg = _zeros(n)  # ...and grams (cg)
+        self._put_c = _zeros(n)  # ...and weight
         self._paused = bytearray(n)  # 1: a wait (PENDING) was interrupted by activity
         self._nothing = bytearray(n)  # 1: the last decision was that nothing new happened
         self._held = bytearray(n)  # 1: the verdict waits only for a hand next door to leave
@@ -488,7 +489,7 @@ class ShelfDetector:
             return self._judge(lane, t_ms, pend, 0)
         if self._held[lane] and not self._shaken(lane):
             self._held[lane] = 0
-            if self.lanes[lane].cg(_rdiv(pend - self._ref[lane], self.m)) < 0:
+            if self._up(lane, _rdiv(pend - self._ref[lane], self.m)) < 0:
                 return self._judge(lane, t_ms, pend, 0)
         if waited >= self.foreign_wait_ms or tdiff(t_ms, self._t_flat[lane]) >= FLAT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 2)
@@ -910,6 +911,8 @@ class ShelfDetector:
                               50)
             self._later = self._foreign(lane, t_ms, level)
             return undo
+        if patience == 0 and self._object_gone(lane, dc):
+            return self._foreign(lane, t_ms, level)
         if patience < 2:
             return None
         if (tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
@@ -938,34 +941,53 @@ class ShelfDetector:
         dcg = self.lanes[lane].cg(dc)
         return dcg < 0 and -dcg <= self._dec_cg[lane] * 35 // 100 + 1500
 
+    def _up(self, lane, dc):
+        # A change in counts, signed so that heavier is positive (a reversed cell reads less).
+        return -dc if self.lanes[lane].counts_per_kg < 0 else dc
+
     def _removable(self, lane, dc):
         # A change that is no whole count is an object put on the lane or taken off it. Items
         # cannot leave by halves, so a fall must be an object reported earlier leaving (its
         # weight within 10 % + 5 g); anything else (an item tilted and held, a hand tugging)
         # waits the full foreign wait before it is believed.
-        dcg = self.lanes[lane].cg(dc)
-        return dcg >= 0 or self._object_slot(lane, -dcg) >= 0 or self._put_back(lane, -dcg)
+        up = self._up(lane, dc)
+        return up >= 0 or self._object_slot(lane, -up) >= 0 or self._put_back(lane, -up)
 
-    def _put_back(self, lane, cg):
-        # Does cg weigh what the lane's last counted put weighed?
-        w = self._put_cg[lane]
+    def _object_gone(self, lane, dc):
+        # A fall that weighs what an object reported on the lane weighs is that object taken
+        # away: a hand only adds weight, and items leave whole. Read as the lane settles, while
+        # it may still ring, only a close match (3 % and the noise) is believed, and only of
+        # a weight no item tipped on its edge hands over (about half of it: a fifth to an
+        # item and a quarter); any other fall waits as _removable says.
+        fall = -self._up(lane, dc)
+        k = self._object_slot(lane, fall) if fall > 0 else -1
+        if k < 0:
+            return False
+        w = self._fobj[k]
+        unit = self.lanes[lane].unit_counts
+        return (abs(fall - w) <= w // 33 + 3 * self._noise(lane)
+                and (fall * 5 < unit or fall * 4 > unit * 5))
+
+    def _put_back(self, lane, fall):
+        # Does a fall (counts) weigh what the lane's last counted put weighed?
+        w = self._put_c[lane]
         if self._put_n[lane] <= 0 or w <= 0:
             return False
-        return abs(cg - w) <= self._weight_slack(lane, w)
+        return abs(fall - w) <= self._weight_slack(lane, w)
 
     def _weight_slack(self, lane, w):
-        # How far a weight may be read off w (cg) and still be the same thing: 10 % + 5 g,
+        # How far a weight may be read off w (counts) and still be the same thing: 10 % + 5 g,
         # widened by the lane's noise.
-        return w // 10 + 500 + 3 * self.lanes[lane].cg(self._noise(lane))
+        return w // 10 + 5 * self._cpg[lane] + 3 * self._noise(lane)
 
-    def _object_slot(self, lane, cg):
-        # The slot of a foreign object reported on the lane that weighs cg (see _removable),
-        # or -1.
+    def _object_slot(self, lane, fall):
+        # The slot of a foreign object reported on the lane that weighs what a fall (counts)
+        # does (see _removable), or -1.
         best = -1
         miss = 0
         for k in range(lane * FOREIGN_SLOTS, lane * FOREIGN_SLOTS + FOREIGN_SLOTS):
             w = self._fobj[k]
-            d = abs(cg - w)
+            d = abs(fall - w)
             if w > 0 and d <= self._weight_slack(lane, w) and (best < 0 or d < miss):
                 best = k
                 miss = d
@@ -985,8 +1007,8 @@ class ShelfDetector:
             # lies there: what was put is taken back, whatever it was counted as (a box
             # counted as four bars leaves as four bars, and the receipt stays right).
             items = None
-            dcg = self.lanes[lane].cg(dc)
-            if dcg < 0 and self._object_slot(lane, -dcg) < 0 and self._put_back(lane, -dcg):
+            up = self._up(lane, dc)
+            if up < 0 and self._object_slot(lane, -up) < 0 and self._put_back(lane, -up):
                 items = -self._put_n[lane]
                 self._put_n[lane] = 0
             ev = self._emit(lane, t_ms, level, dc, items, 50)
@@ -1006,11 +1028,11 @@ class ShelfDetector:
         self._paused[lane] = 0
         self._nothing[lane] = 1
 
-    def _objects(self, lane, dcg):
+    def _objects(self, lane, up):
         # Keep the foreign objects on the lane: one put down takes a free slot (or joins the
         # lightest), one taken away frees its slot.
-        if dcg < 0:
-            k = self._object_slot(lane, -dcg)
+        if up < 0:
+            k = self._object_slot(lane, -up)
             if k >= 0:
                 self._fobj[k] = 0
             return
@@ -1018,7 +1040,7 @@ class ShelfDetector:
         for k in range(lane * FOREIGN_SLOTS, lane * FOREIGN_SLOTS + FOREIGN_SLOTS):
             if self._fobj[k] < self._fobj[low]:
                 low = k
-        self._fobj[low] += dcg
+        self._fobj[low] += up
 
     def _teach_shares(self, j, d):
         # Neighbour j just changed by d (cg). An adjacent lane that has had no event since j's
@@ -1065,11 +1087,11 @@ class ShelfDetector:
             self._acc[lane] += items
             if items > 0:
                 self._put_n[lane] = items
-                self._put_cg[lane] = cal.cg(dc)
+                self._put_c[lane] = self._up(lane, dc)
             else:
                 self._put_n[lane] = 0  # taken: that put may be gone
         else:
-            self._objects(lane, cal.cg(dc))
+            self._objects(lane, self._up(lane, dc))
         self._dec_cg[lane] = cal.cg(dc)
         self._dec_n[lane] = 0 if items is None else items
         self._teach_shares(lane, cal.cg(dc))
