@@ -887,6 +887,14 @@ class ShelfDetector:
                 # nothing new: a touch, a bump, a hand that came and went, a settling tail
                 self._absorb(lane, t_ms, level)
                 return None
+            if self._acc[lane] and resid <= tol and self._toward_count(lane, resid):
+                # the last event was read before the lane had settled: nothing new, and the
+                # lane rests where that event should have left it (once it has rested)
+                if patience == 0:
+                    return None
+                self._absorb(lane, t_ms, level)
+                self._ref[lane] = level
+                return None
         elif (resid <= tol and abs(dc) >= K_SIG_COUNT * noise and self._plausible(lane, items)
               and (items < 0 or patience or self._released(lane, dc)
                    or self._set_down(lane, t_ms, dc))):
@@ -919,6 +927,14 @@ class ShelfDetector:
                 and not self._removable(lane, dc)):
             return None  # a flat plateau below the lane's contents: a tilted item, held
         return self._foreign(lane, t_ms, level)
+
+    def _toward_count(self, lane, resid):
+        # Has the lane come at least halfway from where the last event was read to where the
+        # items counted since the anchor put it (resid: how far it is from there now)?
+        unit = self.lanes[lane].unit_counts
+        at_ref = (self._up(lane, _rdiv(self._ref[lane] - self._anchor[lane], self.m))
+                  - self._acc[lane] * unit)
+        return 2 * resid < abs(at_ref)
 
     def _near_ref(self, lane, dc):
         # Is the level still where the last event left it, give or take what a verdict read

@@ -227,6 +227,19 @@ def test_a_gentle_second_pick_right_after_a_pick_is_not_absorbed():
     assert counts(run(det, samples([a], cc, sigma_cg=400, seed=29))) == [-1, -1]
 
 
+def test_a_pick_read_before_the_lane_settled_leaves_no_foreign_change_behind():
+    # A 247 g item is lifted and the verdict read 7 % short of the item, while the plate
+    # was still easing down; it sinks the rest over the next second. Where it rests is where
+    # one item fewer puts it: nothing more to report (it was a -17 g "foreign change" 8 s on).
+    cals, det, cc = shelf(1, unit_g=247)
+    a = Lane(80, stock(8, 247)).hold(2000)
+    a.ramp(-stock(1, 247) * 93 // 100, 400).hold(500)
+    a.ramp(-stock(1, 247) * 7 // 100, 800).hold(12000)
+    events = run(det, samples([a], cc, sigma_cg=30, seed=5))
+    assert [e.count for e in events] == [-1]
+    assert det.state(0) == 0
+
+
 def test_hand_resting_on_the_neighbour_is_not_a_put_beside_it():
     # An 800 g hand rests on lane 0 for 5 s; lane 1 (30 g items) carries 4 % of it: exactly
     # one of its items, flat. Nothing was put anywhere.
