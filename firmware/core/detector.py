@@ -733,6 +733,24 @@ class ShelfDetector:
                 return True
         return False
 
+    def _share_zero(self, i, j):
+        # Neighbour j's event was just decided. If lane i rests, with nothing of its own
+        # pending, off its reference by no more than a plate keeps of j's change, that is
+        # the share of j's load it carries now: its zero moved there (left alone, the offset
+        # would ride on every later count of a light item).
+        if self._state[i] != STILL or self._dirty[i] or not self._calm[i]:
+            return
+        if self._seen[i] < self._warm:
+            return
+        dy = self._y[i] - self._ref[i]
+        allow = (abs(self._dec_cg[j]) * LEAK_PERMIL // 1000 * self._cpg[i] // 100
+                 + K_TOL_NOISE * self._noise(i))
+        if abs(dy) // self.m > allow:
+            return
+        self._ref[i] += dy
+        self._anchor[i] += dy
+        self._off[i] += _rdiv(dy, self.m)
+
     def _share_level(self, lane, level):
         # Where load sharing left the lane: its level when the neighbour's event was decided,
         # if that level is itself a share (the lane's own next hand may be pressing by now);
@@ -885,6 +903,10 @@ class ShelfDetector:
                     resid <= tol and (self._near_ref(lane, dc) or self._let_go(lane, dc, 0))
                     if self._acc[lane] else self._quiet(lane, resid)):
                 # nothing new: a touch, a bump, a hand that came and went, a settling tail
+                if dc != 0 and self._shared(lane, dc):
+                    # ...or a neighbour's load share: the lane counts on from there at once
+                    self._rezero(lane, t_ms, self._share_level(lane, level))
+                    return None
                 self._absorb(lane, t_ms, level)
                 return None
             if self._acc[lane] and resid <= tol and self._toward_count(lane, resid):
@@ -1012,26 +1034,33 @@ class ShelfDetector:
     def _foreign(self, lane, t_ms, level):
         # An unexplained change that stayed: report it (count None) and count from it anew.
         dc = _rdiv(level - self._ref[lane], self.m)
-        ev = None
         if self._crosstalk(lane, t_ms, dc, XT_FOREIGN_PCT) == 1:
-            self._absorb(lane, t_ms, level)  # load sharing moved this lane's zero
-            self._off[lane] += _rdiv(level - self._ref[lane], self.m)
-            self._ref[lane] = level
-            self._ref_xt[lane] = max(0, self._hands_beside(lane))
-        else:
-            # A fall that weighs what the last put weighed, when no object of that weight
-            # lies there: what was put is taken back, whatever it was counted as (a box
-            # counted as four bars leaves as four bars, and the receipt stays right).
-            items = None
-            up = self._up(lane, dc)
-            if up < 0 and self._object_slot(lane, -up) < 0 and self._put_back(lane, -up):
-                items = -self._put_n[lane]
-                self._put_n[lane] = 0
-            ev = self._emit(lane, t_ms, level, dc, items, 50)
+            self._rezero(lane, t_ms, level)
+            return None
+        # A fall that weighs what the last put weighed, when no object of that weight lies
+        # there: what was put is taken back, whatever it was counted as (a box counted as
+        # four bars leaves as four bars, and the receipt stays right).
+        items = None
+        up = self._up(lane, dc)
+        if up < 0 and self._object_slot(lane, -up) < 0 and self._put_back(lane, -up):
+            items = -self._put_n[lane]
+            self._put_n[lane] = 0
+        ev = self._emit(lane, t_ms, level, dc, items, 50)
         self._anchor[lane] = level
         self._acc[lane] = 0
         self._t_ref[lane] = t_ms
         return ev
+
+    def _rezero(self, lane, t_ms, level):
+        # Load sharing moved this lane's zero: nothing to report, and the lane counts on from
+        # its new level, the load on it still its contents.
+        self._absorb(lane, t_ms, level)
+        self._off[lane] += _rdiv(level - self._ref[lane], self.m)
+        self._ref[lane] = level
+        self._ref_xt[lane] = max(0, self._hands_beside(lane))
+        self._anchor[lane] = level
+        self._acc[lane] = 0
+        self._t_ref[lane] = t_ms
 
     def _absorb(self, lane, t_ms, level):
         # Nothing to report. The reference stays where the last decision put it (a premature
@@ -1114,6 +1143,7 @@ class ShelfDetector:
         for i in range(lane - 1, lane + 2, 2):
             if 0 <= i < self.n:
                 self._y_xt[i] = self._y[i]
+                self._share_zero(i, lane)
         self._t_dec[lane] = t_ms
         self._t_dec0[lane] = self._t_act0[lane]
         if conf < 1:

@@ -410,6 +410,42 @@ def test_load_sharing_is_read_where_the_neighbours_event_left_the_lane():
     assert abs(events[1].delta_cg + 6400) < 640
 
 
+def test_a_neighbours_load_share_taken_as_nothing_new_moves_the_zero_at_once():
+    # At 10 SPS a 443 g pick next door leaves 5.3 g (1.2 %) on a lane of 16 g bars: too
+    # little to be anything, but the share is final. Two bars are picked 0.8 s and 4.7 s
+    # later, before the lane has rested long enough to re-anchor: counted from a reference
+    # 5 g off, each reads 1.33 bars (no whole count) and together they became a -37 g
+    # foreign change. From the new zero they are -1 and -1.
+    cals = [LaneCal(0, CPG, 443, "HEAVY"), LaneCal(500000, CPG, 16, "LIGHT")]
+    det = ShelfDetector(cals, 10)
+    a = Lane(10, stock(6, 443)).hold(3000)
+    b = Lane(10, stock(20, 16)).hold(3000)
+    pick(a, 1, unit_g=443).hold(9000)
+    b.ramp(-443 * 12 // 10, 500).hold(800)  # 1.2 % of 443 g, in cg
+    pick(b, 1, unit_g=16).hold(3000)
+    pick(b, 1, unit_g=16).hold(9000)
+    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=3))
+    assert counts(events, 0) == [-1]
+    assert counts(events, 1) == [-1, -1]
+
+
+def test_a_still_lane_takes_its_share_of_a_neighbours_event_as_its_new_zero():
+    # A 443 g pick next door eases 3.1 g (0.7 %) onto a still lane of 16 g bars, too gently
+    # to stir it. When that pick is decided, the lane's offset is its share: its zero. A bar
+    # picked 2 s later weighs 16 g, not 16 g plus the share.
+    cals = [LaneCal(0, CPG, 443, "HEAVY"), LaneCal(500000, CPG, 16, "LIGHT")]
+    det = ShelfDetector(cals, 80)
+    a = Lane(80, stock(6, 443)).hold(3000)
+    b = Lane(80, stock(20, 16)).hold(3000)
+    pick(a, 1, unit_g=443).hold(9000)
+    b.ramp(-443 * 7 // 10, 1200).hold(2000)  # 0.7 % of 443 g, in cg
+    pick(b, 1, unit_g=16).hold(9000)
+    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=4))
+    assert counts(events, 0) == [-1]
+    assert [e.count for e in events if e.lane == 1] == [-1]
+    assert abs(events[1].delta_cg + stock(1, 16)) < 100
+
+
 def test_a_press_during_a_heavy_pick_next_door_is_no_load_sharing():
     # A 980 g bottle leaves lane 0 while a hand presses lane 1's 72 g item (+52 g, 5 % of
     # the bottle) before lifting it: a plate keeps at most 2.5 % of a neighbour's change, so
