@@ -62,6 +62,7 @@ PUT_WAIT_MS = const(2000)  # a put with no release signature waits this long (ha
 RELEASE_PER_25 = const(2)  # release signature: the level overshot the final one by 2/25 (8 %)
 ANCHOR_MS = const(700)  # still this long after a change: the new level is the count anchor
 HELD_REAL_MS = const(1000)  # a pending plateau held this long before new activity was real
+HAND_SWAY_PCT = const(10)  # ...unless that activity moved it by no more than a hand sways
 FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s...
 PUT_FLAT_MS = const(500)  # a put without release waits PUT_WAIT_MS and for a flat level
 FLAT_WAIT_MS = const(1500)  # ...but a plateau this flat for this long is no hand (hands wander)
@@ -785,8 +786,11 @@ class ShelfDetector:
         # (an object left on the shelf): report it, then the step from it.
         step = _rdiv(level - plateau, self.m)
         items = self._fit(lane, step)
-        if (items == 0 or self.resid > self.tol
-                or not self._removable(lane, _rdiv(plateau - self._ref[lane], self.m))):
+        # Not when the step is no more than a hand resting there sways by: then the plateau
+        # may have been that hand (276 g leaning on a lane of 16 g bars, shifting by 14 g).
+        held = _rdiv(plateau - self._ref[lane], self.m)
+        if (items == 0 or self.resid > self.tol or abs(step) * 100 <= HAND_SWAY_PCT * abs(held)
+                or not self._removable(lane, held)):
             return None  # (a plateau below the lane's contents was an item held tilted)
         first = self._foreign(lane, t_ms, plateau)
         self._state[lane] = PENDING

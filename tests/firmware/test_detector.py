@@ -100,6 +100,17 @@ def test_long_resting_hand_of_whole_items_that_sways_is_not_an_event():
     assert run(det, samples([a], cc, seed=13)) == []
 
 
+def test_a_hand_leaning_on_small_items_that_shifts_by_one_is_no_object_and_pick():
+    # 276 g of hand leans on a lane of 16 g bars, swaying 3 %, rests a while, then shifts
+    # 15 g lighter (about a bar) and leaves. A plateau that stepped by a whole count was an
+    # object left there, unless the step is no more than a hand on it sways by (10 %).
+    cals, det, cc = shelf(1, unit_g=16)
+    a = Lane(80, stock(10, 16)).hold(3000)
+    a.ramp(27600, 300).wander(800, 3000, 1800).ramp(-1500, 400).wander(800, 3000, 1500)
+    a.ramp(1500 - 27600, 300).hold(9000)
+    assert run(det, samples([a], cc, sigma_cg=40, seed=5)) == []
+
+
 def test_touch_and_leave_nets_zero():
     # Partly lifted (tilted) and put back: no event. Fully lifted for 0.3 s: nothing or a
     # pair that cancels, never a net change.
