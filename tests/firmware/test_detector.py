@@ -300,12 +300,13 @@ def test_two_hands_on_adjacent_lanes_at_once():
     assert counts(events, 1) == [1]
 
 
-def heavy_beside_light(heavy_g, heavy_items, light_g, light_items, light_from_ms=2000):
+def heavy_beside_light(heavy_g, heavy_items, light_g, light_items, light_from_ms=2000,
+                       rate=80):
     # Lane 0 holds heavy items, lane 1 light ones (the crosstalk tests): detector and lanes.
     cals = [LaneCal(0, CPG, heavy_g, "HEAVY"), LaneCal(500000, CPG, light_g, "LIGHT")]
-    a = Lane(80, heavy_g * 100 * heavy_items).hold(2000)
-    b = Lane(80, light_g * 100 * light_items).hold(light_from_ms)
-    return ShelfDetector(cals, 80), a, b
+    a = Lane(rate, heavy_g * 100 * heavy_items).hold(2000)
+    b = Lane(rate, light_g * 100 * light_items).hold(light_from_ms)
+    return ShelfDetector(cals, rate), a, b
 
 
 def run_pair(det, a, b, sigma_cg, seed):
@@ -427,15 +428,12 @@ def test_a_neighbours_load_share_taken_as_nothing_new_moves_the_zero_at_once():
     # later, before the lane has rested long enough to re-anchor: counted from a reference
     # 5 g off, each reads 1.33 bars (no whole count) and together they became a -37 g
     # foreign change. From the new zero they are -1 and -1.
-    cals = [LaneCal(0, CPG, 443, "HEAVY"), LaneCal(500000, CPG, 16, "LIGHT")]
-    det = ShelfDetector(cals, 10)
-    a = Lane(10, stock(6, 443)).hold(3000)
-    b = Lane(10, stock(20, 16)).hold(3000)
-    pick(a, 1, unit_g=443).hold(9000)
+    det, a, b = heavy_beside_light(443, 6, 16, 20, light_from_ms=3000, rate=10)
+    pick(a.hold(1000), 1, unit_g=443).hold(9000)
     b.ramp(-443 * 12 // 10, 500).hold(800)  # 1.2 % of 443 g, in cg
     pick(b, 1, unit_g=16).hold(3000)
     pick(b, 1, unit_g=16).hold(9000)
-    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=3))
+    events = run_pair(det, a, b, 30, 3)
     assert counts(events, 0) == [-1]
     assert counts(events, 1) == [-1, -1]
 
@@ -444,14 +442,11 @@ def test_a_still_lane_takes_its_share_of_a_neighbours_event_as_its_new_zero():
     # A 443 g pick next door eases 3.1 g (0.7 %) onto a still lane of 16 g bars, too gently
     # to stir it. When that pick is decided, the lane's offset is its share: its zero. A bar
     # picked 2 s later weighs 16 g, not 16 g plus the share.
-    cals = [LaneCal(0, CPG, 443, "HEAVY"), LaneCal(500000, CPG, 16, "LIGHT")]
-    det = ShelfDetector(cals, 80)
-    a = Lane(80, stock(6, 443)).hold(3000)
-    b = Lane(80, stock(20, 16)).hold(3000)
-    pick(a, 1, unit_g=443).hold(9000)
+    det, a, b = heavy_beside_light(443, 6, 16, 20, light_from_ms=3000)
+    pick(a.hold(1000), 1, unit_g=443).hold(9000)
     b.ramp(-443 * 7 // 10, 1200).hold(2000)  # 0.7 % of 443 g, in cg
     pick(b, 1, unit_g=16).hold(9000)
-    events = run(det, samples([a, b], [(0, CPG), (500000, CPG)], sigma_cg=30, seed=4))
+    events = run_pair(det, a, b, 30, 4)
     assert counts(events, 0) == [-1]
     assert [e.count for e in events if e.lane == 1] == [-1]
     assert abs(events[1].delta_cg + stock(1, 16)) < 100
