@@ -734,7 +734,7 @@ class ShelfDetector:
                 return True
         return False
 
-    def _share_zero(self, i, j):
+    def _share_zero(self, i, j, t_ms):
         # Neighbour j's event was just decided. If lane i rests, with nothing of its own
         # pending, off its reference by no more than a plate keeps of j's change, that is
         # the share of j's load it carries now: its zero moved there (left alone, the offset
@@ -749,6 +749,8 @@ class ShelfDetector:
         if abs(dy) // self.m > allow:
             return
         self._ref[i] += dy
+        self._ref_xt[i] = max(0, self._hands_beside(i))
+        self._t_ref[i] = t_ms  # j's share is in the reference now
         self._anchor[i] += dy
         self._off[i] += _rdiv(dy, self.m)
 
@@ -1147,7 +1149,7 @@ class ShelfDetector:
         for i in range(lane - 1, lane + 2, 2):
             if 0 <= i < self.n:
                 self._y_xt[i] = self._y[i]
-                self._share_zero(i, lane)
+                self._share_zero(i, lane, t_ms)
         self._t_dec[lane] = t_ms
         self._t_dec0[lane] = self._t_act0[lane]
         if conf < 1:
