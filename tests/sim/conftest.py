@@ -17,6 +17,12 @@ from host_tools.sim.board import VirtualBoard
 
 SHELFCTL = [sys.executable, "-m", "host_tools.cli"]
 
+# Some tests end `shelfctl` with Ctrl-C (SIGINT), as a user does. A runner that started pytest
+# as a background job has SIGINT ignored, and an ignored signal stays ignored across exec: the
+# tool would never see the Ctrl-C. A handled one is reset to the default in the child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture
 def board(tmp_path: Path) -> Iterator[VirtualBoard]:
