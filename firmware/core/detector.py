@@ -739,20 +739,15 @@ class ShelfDetector:
         # pending, off its reference by no more than a plate keeps of j's change, that is
         # the share of j's load it carries now: its zero moved there (left alone, the offset
         # would ride on every later count of a light item).
-        if self._state[i] != STILL or self._dirty[i] or not self._calm[i]:
-            return
-        if self._seen[i] < self._warm:
+        if (self._state[i] != STILL or self._dirty[i] or not self._calm[i]
+                or self._seen[i] < self._warm):
             return
         dy = self._y[i] - self._ref[i]
         allow = (abs(self._dec_cg[j]) * LEAK_PERMIL // 1000 * self._cpg[i] // 100
                  + K_TOL_NOISE * self._noise(i))
-        if abs(dy) // self.m > allow:
-            return
-        self._ref[i] += dy
-        self._ref_xt[i] = max(0, self._hands_beside(i))
-        self._t_ref[i] = t_ms  # j's share is in the reference now
-        self._anchor[i] += dy
-        self._off[i] += _rdiv(dy, self.m)
+        if abs(dy) // self.m <= allow:
+            self._anchor[i] += dy  # what was counted since the anchor stays counted
+            self._move_zero(i, t_ms, self._y[i])
 
     def _share_level(self, lane, level):
         # Where load sharing left the lane: its level when the neighbour's event was decided,
@@ -1004,7 +999,9 @@ class ShelfDetector:
         # a weight no item tipped on its edge hands over (about half of it: a fifth to an
         # item and a quarter); any other fall waits as _removable says.
         fall = -self._up(lane, dc)
-        k = self._object_slot(lane, fall) if fall > 0 else -1
+        if fall <= 0:
+            return False
+        k = self._object_slot(lane, fall)
         if k < 0:
             return False
         w = self._fobj[k]
@@ -1059,13 +1056,18 @@ class ShelfDetector:
 
     def _rezero(self, lane, t_ms, level):
         # Load sharing moved this lane's zero: nothing to report, and the lane counts on from
-        # its new level, the load on it still its contents.
+        # its new level.
         self._absorb(lane, t_ms, level)
+        self._move_zero(lane, t_ms, level)
+        self._anchor[lane] = level
+        self._acc[lane] = 0
+
+    def _move_zero(self, lane, t_ms, level):
+        # The lane's reference becomes level and its zero moves with it, so the load on it is
+        # still its contents; a neighbour's share taken by now is in the reference.
         self._off[lane] += _rdiv(level - self._ref[lane], self.m)
         self._ref[lane] = level
         self._ref_xt[lane] = max(0, self._hands_beside(lane))
-        self._anchor[lane] = level
-        self._acc[lane] = 0
         self._t_ref[lane] = t_ms
 
     def _absorb(self, lane, t_ms, level):
