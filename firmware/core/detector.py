@@ -87,6 +87,7 @@ SHARE_SAMPLES = const(4)  # the first samples are averaged, later ones move it S
 SHARE_STEP = const(5)  # per 10000
 SHARE_KNOWN = const(2)  # samples before a learnt share is used...
 SHARE_SLACK = const(40)  # ...give or take this much of the neighbour's change (per 10000)
+SHARE_SIGN_SLACK = const(120)  # a change against a learnt share's sign may be this much off
 FOREIGN_SLOTS = const(3)  # foreign objects remembered per lane
 TICKS_HALF = const(0x20000000)
 TICKS_MASK = const(0x3FFFFFFF)
@@ -698,7 +699,8 @@ class ShelfDetector:
             if (tdiff(self._t_dec[j], t0) >= -XT_WINDOW_MS
                     and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS
                     and tdiff(self._t_ref[lane], self._t_dec[j]) < 0
-                    and mine * 100 <= pct * abs(self._dec_cg[j])):
+                    and mine * 100 <= pct * abs(self._dec_cg[j])
+                    and self._share_fits(lane, j, dc)):
                 return 1
             busy = self._state[j] == ACTIVE
             if not busy and tdiff(self._t_act1[j], t0) < -XT_WINDOW_MS:
@@ -730,9 +732,27 @@ class ShelfDetector:
             if (0 <= j < self.n and self._seen[j] and self._state[j] == STILL
                     and tdiff(self._t_dec[j], t0) >= -XT_WINDOW_MS
                     and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS
-                    and mine * 1000 <= LEAK_PERMIL * abs(self._dec_cg[j])):
+                    and mine * 1000 <= LEAK_PERMIL * abs(self._dec_cg[j])
+                    and self._share_fits(lane, j, dc)):
                 return True
         return False
+
+    def _share_fits(self, lane, j, dc):
+        # Two plates split a neighbour's load one way, so the share this lane keeps of j's
+        # changes, once learnt, has a sign. A change leaning the other way (beyond
+        # SHARE_SIGN_SLACK of j's change and the noise) is no share: it is this lane's own
+        # hand, pressing as j's event is decided. Then it is neither taught nor taken.
+        k = 2 * lane + (1 if j > lane else 0)
+        if self._kln[k] < SHARE_KNOWN:
+            return True
+        d = self._dec_cg[j] // 100  # grams
+        cpg = self._cpg[lane]
+        leak = self._kls[k] * d // 10000 * cpg
+        up = self._up(lane, dc)
+        if (up < 0) == (leak < 0):
+            return True
+        return abs(up - leak) <= (abs(d) * SHARE_SIGN_SLACK // 10000 * cpg
+                                  + K_TOL_NOISE * self._noise(lane))
 
     def _share_zero(self, i, j, t_ms):
         # Neighbour j's event was just decided. If lane i rests, with nothing of its own
@@ -745,7 +765,7 @@ class ShelfDetector:
         dy = self._y[i] - self._ref[i]
         allow = (abs(self._dec_cg[j]) * LEAK_PERMIL // 1000 * self._cpg[i] // 100
                  + K_TOL_NOISE * self._noise(i))
-        if abs(dy) // self.m <= allow:
+        if abs(dy) // self.m <= allow and self._share_fits(i, j, _rdiv(dy, self.m)):
             self._anchor[i] += dy  # what was counted since the anchor stays counted
             self._move_zero(i, t_ms, self._y[i])
 
@@ -1111,6 +1131,8 @@ class ShelfDetector:
             if abs(dev) * 1000 > LEAK_PERMIL * abs(d):
                 continue
             k = 2 * i + (1 if j > i else 0)
+            if not self._share_fits(i, j, _rdiv(self._y[i] - self._ref[i], self.m)):
+                continue
             sample = dev * 10000 // d
             n = self._kln[k]
             if n < SHARE_SAMPLES:

@@ -466,6 +466,25 @@ def test_a_press_during_a_heavy_pick_next_door_is_no_load_sharing():
     assert abs(ev.delta_cg + 7200) < 720
 
 
+def test_a_press_against_the_learnt_load_share_is_no_load_sharing():
+    # Lane 1 (35 g items) keeps +0.4 % of lane 0's 580 g bottles, learnt over three picks
+    # (-2.3 g each). As the fourth is decided, lane 1's own hand presses +11.6 g (2 % of the
+    # bottle, no more than a plate may keep) before lifting an item. Against the share's
+    # learnt sign that is no share: neither taught nor taken as the zero, and the item is
+    # -1 (with the press as the zero it read -46.6 g, a foreign change 8 s later).
+    det, a, b = heavy_beside_light(580, 8, 35, 10)
+    for _ in range(3):
+        pick(a, 1, unit_g=580).hold(3000)
+        b.hold(300).ramp(-232, 500).hold(3100)
+    pick(a, 1, unit_g=580).hold(6000)
+    b.hold(300).ramp(-232, 300).ramp(1160, 200).hold(700)
+    b.ramp(-1160 - 3500, 400).impact(350).hold(8000)
+    events = run_pair(det, a, b, 30, 1)
+    assert counts(events, 0) == [-1, -1, -1, -1]
+    assert counts(events, 1) == [-1]
+    assert abs(events[-1].delta_cg + 3500 + 232) < 350
+
+
 def pick_beside_a_resting_hand(unit_g, items, hand_cg, leak_cg, before_ms, after_ms, tail_ms,
                                seed):
     # A hand of hand_cg rests on lane 0 (swaying 3 %) for 3.6 s and leaks leak_cg into lane 1,
