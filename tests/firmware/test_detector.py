@@ -377,16 +377,23 @@ def test_load_sharing_moves_the_zero_so_the_last_item_can_be_taken():
     assert abs(events[1].before_cg - 3000) < 300  # the item is what the lane holds
 
 
+def share_taught(heavy_g, heavy_items, light_g, light_items, share_cg):
+    # Three heavy items taken from lane 0 one by one, lane 1 keeping share_cg of each
+    # change: the share these plates split is learnt.
+    det, a, b = heavy_beside_light(heavy_g, heavy_items, light_g, light_items)
+    for _ in range(3):
+        pick(a, 1, unit_g=heavy_g).hold(3000)
+        b.hold(300).ramp(share_cg, 500).hold(3100)
+    return det, a, b
+
+
 def test_a_learnt_load_share_is_taken_away_before_counting_beside_it():
     # Three 700 g bottles are taken from lane 0 one by one, lane 1 (16 g bars) keeping 1.2 %
     # of each change; then a fourth bottle and a bar at the same moment. 1.2 % of 700 g is
     # 8.4 g: the bar reads -24.4 g, 1.5 bars. Any leak up to 2.5 % would make that -2 as
     # well as -1; the share these plates split was learnt from the three bottles before:
     # -24.4 + 8.4 is one bar.
-    det, a, b = heavy_beside_light(700, 8, 16, 20)
-    for _ in range(3):
-        pick(a, 1, unit_g=700).hold(3000)
-        b.hold(300).ramp(-840, 500).hold(3100)
+    det, a, b = share_taught(700, 8, 16, 20, -840)
     pick(a, 1, unit_g=700).hold(6000)
     b.hold(300).ramp(-840 - 1600, 500).hold(6100)
     events = run_pair(det, a, b, 30, 103)
@@ -472,10 +479,7 @@ def test_a_press_against_the_learnt_load_share_is_no_load_sharing():
     # bottle, no more than a plate may keep) before lifting an item. Against the share's
     # learnt sign that is no share: neither taught nor taken as the zero, and the item is
     # -1 (with the press as the zero it read -46.6 g, a foreign change 8 s later).
-    det, a, b = heavy_beside_light(580, 8, 35, 10)
-    for _ in range(3):
-        pick(a, 1, unit_g=580).hold(3000)
-        b.hold(300).ramp(-232, 500).hold(3100)
+    det, a, b = share_taught(580, 8, 35, 10, -232)
     pick(a, 1, unit_g=580).hold(6000)
     b.hold(300).ramp(-232, 300).ramp(1160, 200).hold(700)
     b.ramp(-1160 - 3500, 400).impact(350).hold(8000)
