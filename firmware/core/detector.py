@@ -619,10 +619,9 @@ class ShelfDetector:
             return False
         if cal.counts_per_kg < 0:
             total = -total
-        k = 2 * lane + (1 if bj > lane else 0)
-        if self._kln[k] >= SHARE_KNOWN:
+        if self._kln[self._pair(lane, bj)] >= SHARE_KNOWN:
             # The share these plates split was learnt: take exactly that leak away.
-            leak = self._kls[k] * (self._dec_cg[bj] // 100) // 10000 * self._cpg[lane]
+            leak = self._learnt_leak(lane, bj)
             own = total - leak
             c = _rdiv(own, unit)
             if c != 0 and abs(c) <= MAX_ITEMS_PER_ACTION:
@@ -742,17 +741,24 @@ class ShelfDetector:
         # changes, once learnt, has a sign. A change leaning the other way (beyond
         # SHARE_SIGN_SLACK of j's change and the noise) is no share: it is this lane's own
         # hand, pressing as j's event is decided. Then it is neither taught nor taken.
-        k = 2 * lane + (1 if j > lane else 0)
-        if self._kln[k] < SHARE_KNOWN:
+        if self._kln[self._pair(lane, j)] < SHARE_KNOWN:
             return True
-        d = self._dec_cg[j] // 100  # grams
-        cpg = self._cpg[lane]
-        leak = self._kls[k] * d // 10000 * cpg
+        leak = self._learnt_leak(lane, j)
         up = self._up(lane, dc)
         if (up < 0) == (leak < 0):
             return True
-        return abs(up - leak) <= (abs(d) * SHARE_SIGN_SLACK // 10000 * cpg
-                                  + K_TOL_NOISE * self._noise(lane))
+        return abs(up - leak) <= (abs(self._dec_cg[j] // 100) * SHARE_SIGN_SLACK // 10000
+                                  * self._cpg[lane] + K_TOL_NOISE * self._noise(lane))
+
+    def _pair(self, lane, j):
+        # Where _kls / _kln keep what lane keeps of its neighbour j's changes.
+        return 2 * lane + (1 if j > lane else 0)
+
+    def _learnt_leak(self, lane, j):
+        # The learnt share of neighbour j's last decided change in this lane (counts, signed
+        # heavier-positive; whole counts per gram keep it in small ints).
+        return (self._kls[self._pair(lane, j)] * (self._dec_cg[j] // 100) // 10000
+                * self._cpg[lane])
 
     def _share_zero(self, i, j, t_ms):
         # Neighbour j's event was just decided. If lane i rests, with nothing of its own
@@ -1127,12 +1133,11 @@ class ShelfDetector:
                 continue
             if tdiff(self._t_dec[i], self._t_act0[j]) >= -XT_WINDOW_MS:
                 continue  # i decided something meanwhile
-            dev = self.lanes[i].cg(_rdiv(self._y[i] - self._ref[i], self.m))
-            if abs(dev) * 1000 > LEAK_PERMIL * abs(d):
+            dy = _rdiv(self._y[i] - self._ref[i], self.m)
+            dev = self.lanes[i].cg(dy)
+            if abs(dev) * 1000 > LEAK_PERMIL * abs(d) or not self._share_fits(i, j, dy):
                 continue
-            k = 2 * i + (1 if j > i else 0)
-            if not self._share_fits(i, j, _rdiv(self._y[i] - self._ref[i], self.m)):
-                continue
+            k = self._pair(i, j)
             sample = dev * 10000 // d
             n = self._kln[k]
             if n < SHARE_SAMPLES:
