@@ -235,6 +235,7 @@ class ShelfDetector:
         self._later = None  # a second event decided together with the first
         self.resid = 0  # set by _fit
         self.shared_items = 0  # set by _fit_shared
+        self.shared_leak = 0  # ...and the learnt share it took away (counts, heavier +)
         self.tol = 0
         for i in range(n):
             self._calibrated(i, noise_g)
@@ -629,6 +630,7 @@ class ShelfDetector:
                 tol = self._count_tol(lane, abs(c)) + slack
                 if abs(own - c * unit) <= tol:
                     self.shared_items = c
+                    self.shared_leak = leak
                     self.resid = abs(own - c * unit)
                     self.tol = tol
                     return True
@@ -645,6 +647,7 @@ class ShelfDetector:
                 self.shared_items = c
         if best < 0:
             return False
+        self.shared_leak = 0  # a leak only bounded, not known: the zero stays
         self.resid = best
         self.tol = allow
         return True
@@ -920,7 +923,9 @@ class ShelfDetector:
         if (shared and items != 0 and abs(dc) >= K_SIG_COUNT * noise
                 and self._plausible(lane, items)
                 and (items < 0 or patience or self._released(lane, dc))):
-            return self._emit(lane, t_ms, level, dc, items,
+            # the share is the lane's zero moving, not its contents: count on without it
+            self._shift_zero(lane, self.shared_leak)
+            return self._emit(lane, t_ms, level, _rdiv(level - self._ref[lane], m), items,
                               self._confidence(lane, resid, tol) - 20)
         if items == 0:
             # Back where the counted items put it: nothing new (a touch, a bump, a hand that
@@ -1079,6 +1084,16 @@ class ShelfDetector:
         self._acc[lane] = 0
         self._t_ref[lane] = t_ms
         return ev
+
+    def _shift_zero(self, lane, leak):
+        # A neighbour's load share of `leak` counts (heavier positive) arrived with this lane's
+        # own change: its zero, reference and anchor move by it, so that what is reported and
+        # counted from here on is the lane's own.
+        if self.lanes[lane].counts_per_kg < 0:
+            leak = -leak
+        self._off[lane] += leak
+        self._ref[lane] += leak * self.m
+        self._anchor[lane] += leak * self.m
 
     def _rezero(self, lane, t_ms, level):
         # Load sharing moved this lane's zero: nothing to report, and the lane counts on from

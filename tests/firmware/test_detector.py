@@ -401,6 +401,22 @@ def test_a_learnt_load_share_is_taken_away_before_counting_beside_it():
     assert counts(events, 1) == [-1]
 
 
+def test_the_learnt_share_taken_away_with_an_item_is_not_counted_by_the_next_item():
+    # As above (a bar and a bottle at once, the bar reading -24.4 g, one bar with the
+    # learnt 8.4 g share taken away), and a second bar is taken 0.6 s later, before lane 1
+    # has rested long enough to count afresh. Counted from where the lane stood before both,
+    # with the share still in it, the second bar made -40.4 g: 2.5 bars, no whole count (a
+    # foreign change 7 s later). The share moved the lane's zero: -1, and the first bar's
+    # event reports the bar's own weight.
+    det, a, b = share_taught(700, 8, 16, 20, -840)
+    pick(a, 1, unit_g=700).hold(6000)
+    b.hold(300).ramp(-840 - 1600, 500).hold(600).ramp(-1600, 400).hold(8000)
+    events = run_pair(det, a, b, 30, 103)
+    assert counts(events, 0) == [-1, -1, -1, -1]
+    assert counts(events, 1) == [-1, -1]
+    assert [abs(e.delta_cg + 1600) < 300 for e in events if e.lane == 1] == [True, True]
+
+
 def test_a_pick_right_after_a_heavy_neighbours_event_is_not_that_events_load_share():
     # Three 1190 g bottles leave lane 0; lane 1 (64 g items) keeps 1 % of that (-35.7 g)
     # and takes it as load sharing. An item taken from lane 1 200 ms later weighs under 2 %
