@@ -226,6 +226,7 @@ class ShelfDetector:
         self._t_dec = _zeros(n)  # ...and when it was emitted
         self._t_dec0 = _zeros(n)  # ...and when the activity it came from began
         self._off = _zeros(n)  # the lane's zero, following drift (raw counts)
+        self._raised = _zeros(n)  # how far load sharing last raised the zero (raw counts)
         self._floor = _zeros(n)  # still-threshold floor (noise floor or share of an item)
         self._minchg = _zeros(n)  # smallest foreign change (counts)
         self._drift = _zeros(n)  # largest auto-zero step per sample
@@ -905,6 +906,8 @@ class ShelfDetector:
             self._held[lane] = 1
             return None
         self._held[lane] = 0
+        if self._raised[lane]:
+            self._reconsider(lane, level)
         dc = _rdiv(level - self._ref[lane], m)  # since the last decision
         if (patience and tdiff(t_ms, self._t_settle[lane]) < self.foreign_wait_ms
                 and self._leaning(lane, dc)):
@@ -924,7 +927,7 @@ class ShelfDetector:
                 and self._plausible(lane, items)
                 and (items < 0 or patience or self._released(lane, dc))):
             # the share is the lane's zero moving, not its contents: count on without it
-            self._shift_zero(lane, self.shared_leak)
+            self._shift_zero(lane, self._up(lane, self.shared_leak))
             return self._emit(lane, t_ms, level, _rdiv(level - self._ref[lane], m), items,
                               self._confidence(lane, resid, tol) - 20)
         if items == 0:
@@ -1085,23 +1088,38 @@ class ShelfDetector:
         self._t_ref[lane] = t_ms
         return ev
 
-    def _shift_zero(self, lane, leak):
-        # A neighbour's load share of `leak` counts (heavier positive) arrived with this lane's
-        # own change: its zero, reference and anchor move by it, so that what is reported and
-        # counted from here on is the lane's own.
-        if self.lanes[lane].counts_per_kg < 0:
-            leak = -leak
-        self._off[lane] += leak
-        self._ref[lane] += leak * self.m
-        self._anchor[lane] += leak * self.m
+    def _shift_zero(self, lane, d):
+        # The lane's zero moves by d raw counts and its reference and anchor with it: the
+        # reading changed by that much without its contents changing (a neighbour's share
+        # that came with its own change; a share found to have been a hand).
+        self._off[lane] += d
+        self._ref[lane] += d * self.m
+        self._anchor[lane] += d * self.m
 
     def _rezero(self, lane, t_ms, level):
         # Load sharing moved this lane's zero: nothing to report, and the lane counts on from
         # its new level.
         self._absorb(lane, t_ms, level)
+        moved = _rdiv(level - self._ref[lane], self.m)
         self._move_zero(lane, t_ms, level)
         self._anchor[lane] = level
         self._acc[lane] = 0
+        # a share that made the lane heavier may have been its own hand (see _reconsider)
+        self._raised[lane] = moved if self._up(lane, moved) > 0 else 0
+
+    def _reconsider(self, lane, level):
+        # Load sharing raised the lane's zero since its last event. If the lane now stands no
+        # whole count from its anchor but a pick from where it stood before that move, the
+        # "share" was its own hand pressing the item it then took: the zero goes back.
+        raised = self._raised[lane]
+        total = _rdiv(level - self._anchor[lane], self.m)
+        self._fit(lane, total)
+        if self.resid <= self.tol:
+            return
+        if self._fit(lane, total + raised) >= 0 or self.resid > self.tol:
+            return
+        self._raised[lane] = 0
+        self._shift_zero(lane, -raised)
 
     def _move_zero(self, lane, t_ms, level):
         # The lane's reference becomes level and its zero moves with it, so the load on it is
@@ -1189,6 +1207,7 @@ class ShelfDetector:
             self._objects(lane, self._up(lane, dc))
         self._dec_cg[lane] = cal.cg(dc)
         self._dec_n[lane] = 0 if items is None else items
+        self._raised[lane] = 0
         self._teach_shares(lane, cal.cg(dc))
         for i in range(lane - 1, lane + 2, 2):
             if 0 <= i < self.n:

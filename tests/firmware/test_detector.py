@@ -377,6 +377,22 @@ def test_load_sharing_moves_the_zero_so_the_last_item_can_be_taken():
     assert abs(events[1].before_cg - 3000) < 300  # the item is what the lane holds
 
 
+def test_a_press_taken_for_load_sharing_is_reconsidered_when_the_item_leaves():
+    # A hand presses a 23 g item on lane 1 (+6 g) just as a 672 g bottle taken next door
+    # is decided; no share is learnt yet, and +6 g is less than a plate keeps of 672 g, so
+    # the lane takes it as load sharing and counts on from there. The item then leaves and
+    # the hand with it: -29 g from that zero, 1.26 items, which became a foreign change
+    # 7 s later. From where the lane stood before the "share" it is one item: -1, on time.
+    det, a, b = heavy_beside_light(672, 6, 23, 10)
+    pick(a, 1, unit_g=672).hold(9000)
+    b.hold(500).ramp(600, 200).hold(600).ramp(-600 - 2300, 400).impact(230).hold(9000)
+    events = run_pair(det, a, b, 30, 7)
+    assert counts(events, 0) == [-1]
+    assert [(e.count, abs(e.delta_cg + 2300) < 300) for e in events if e.lane == 1] == [
+        (-1, True)]
+    assert [e.t_ms for e in events if e.lane == 1][0] < 5000
+
+
 def share_taught(heavy_g, heavy_items, light_g, light_items, share_cg):
     # Three heavy items taken from lane 0 one by one, lane 1 keeping share_cg of each
     # change: the share these plates split is learnt.
