@@ -724,6 +724,23 @@ class ShelfDetector:
                 verdict = 2
         return verdict
 
+    def _hand_gone(self, lane, dc):
+        # Was a hand resting on an adjacent lane when this lane's reference was set, and has
+        # that lane come back to rest with nothing to report as this change happened? Then a
+        # change no bigger than XT_FOREIGN_PCT of that hand is its leak leaving: load
+        # sharing, final at once.
+        mine = abs(dc) // self._cpg[lane] * 100
+        if mine > XT_FOREIGN_PCT * self._ref_xt[lane]:
+            return False
+        t0 = self._t_act0[lane]
+        for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
+            if (0 <= j < self.n and self._seen[j] and self._state[j] == STILL
+                    and self._nothing[j]
+                    and tdiff(self._t_act1[j], t0) >= -XT_WINDOW_MS
+                    and tdiff(self._t_act0[j], self._t_act1[lane]) <= XT_WINDOW_MS):
+                return True
+        return False
+
     def _shared(self, lane, dc):
         # Is this change load sharing from an adjacent lane's event, decided and at rest since
         # (not a hand still there), and no more than a plate keeps of it (LEAK_PERMIL: a hand
@@ -967,6 +984,9 @@ class ShelfDetector:
         if self._shared(lane, dc):
             # load sharing: re-referenced
             return self._foreign(lane, t_ms, self._share_level(lane, level))
+        if self._hand_gone(lane, dc):
+            self._rezero(lane, t_ms, level)
+            return None
         if self._let_go(lane, dc, PUT_FIX_MS):
             # The put just reported was read while a hand still pressed on what it set down;
             # let go, the lane holds no whole number of items more: it was an object. Take the

@@ -393,6 +393,22 @@ def test_a_press_taken_for_load_sharing_is_reconsidered_when_the_item_leaves():
     assert [e.t_ms for e in events if e.lane == 1][0] < 5000
 
 
+def test_the_leak_of_a_hand_resting_next_door_leaves_with_the_hand():
+    # An 887 g hand rests on lane 0, swaying, and leaks 38 g (4.3 %) into lane 1, where a
+    # 400 g item is taken meanwhile and the lane comes to rest. The hand leaves and lane 1
+    # falls 38 g; 0.8 s later lane 0 has a pick of its own. The leak went with the hand:
+    # nothing new on lane 1. Kept for the long wait instead, by which time lane 0's new
+    # activity hid the hand's leaving, it came out 7 s later as a -38 g foreign change.
+    det, a, b = heavy_beside_light(250, 6, 400, 6)
+    a.hold(500).ramp(88700, 200).wander(3000, 1200, 2400).hold(400).ramp(-88700, 300)
+    pick(a.hold(800), 1, unit_g=250).hold(9000)
+    b.hold(500).ramp(3800, 200).hold(500)
+    b.ramp(-40000, 500).hold(1800).ramp(-3800, 300).hold(11000)
+    events = run_pair(det, a, b, 30, 11)
+    assert counts(events, 0) == [-1]
+    assert counts(events, 1) == [-1]
+
+
 def share_taught(heavy_g, heavy_items, light_g, light_items, share_cg):
     # Three heavy items taken from lane 0 one by one, lane 1 keeping share_cg of each
     # change: the share these plates split is learnt.
