@@ -68,6 +68,7 @@ PUT_FLAT_MS = const(500)  # a put without release waits PUT_WAIT_MS and for a fl
 FLAT_WAIT_MS = const(1500)  # ...but a plateau this flat for this long is no hand (hands wander)
 K_FLAT = const(4)  # flat: the level's range stays within 4 x the quiet spread...
 K_FLAT_LOW = const(12)  # ...12 x at 10 SPS, where that spread is of 2 readings, not 6
+STILL_RANGE_X4 = const(8)  # ...or, at 10 SPS, 2 x the range a still lane keeps over FLAT_WAIT_MS
 FLAT_PER_100 = const(1)  # ...+ 1 % of the change (a hand wanders by more of its force)
 XT_WINDOW_MS = const(250)  # how close in time the neighbour's activity must be
 XT_COUNT_PCT = const(2)  # a "whole count" this small next to a big change is load sharing
@@ -162,6 +163,7 @@ class ShelfDetector:
         # confirmations in a row before a settle counts; at 10 SPS one sample is 100 ms
         self.calm_n = CALM_SAMPLES if rate >= LOW_RATE_HZ else 1
         self._kflat = K_FLAT if rate >= LOW_RATE_HZ else K_FLAT_LOW
+        self._low_rate = rate < LOW_RATE_HZ
         self.m = m
         self.s = s
         self.rate = rate
@@ -200,6 +202,13 @@ class ShelfDetector:
         self._fmin = _zeros(n)  # range of the level since _t_flat (PENDING)
         self._fmax = _zeros(n)
         self._t_flat = _zeros(n)
+        # At 10 SPS: the typical range of the level of a still lane over FLAT_WAIT_MS, and the
+        # stretch of stillness being measured for it (start, min, max; 0: none).
+        self._srange = _zeros(n)
+        self._t_sr = _zeros(n)
+        self._sr_min = _zeros(n)
+        self._sr_max = _zeros(n)
+        self._sr_on = bytearray(n)
         self._plat = _zeros(n)  # an unexplained plateau the lane rested on for long
         self._plat_ok = bytearray(n)  # 1 while _plat holds one (until a decision)
         self._kls = _zeros(2 * n)  # load share this lane keeps of its left/right neighbour's
@@ -416,6 +425,8 @@ class ShelfDetector:
                 sig = K_SIG * q  # a noisy or vibrating lane: well clear of its own wobble
             if -sig < 2 * d < sig:
                 self._t_near[lane] = t_ms  # a slow change began after this
+            if self._low_rate:
+                self._still_range(lane, t_ms, ysum, busy)
             if busy:
                 self._state[lane] = ACTIVE
                 self._t_act0[lane] = t_ms
@@ -484,7 +495,10 @@ class ShelfDetector:
         dev = ysum - self._ref[lane]
         if dev < 0:
             dev = -dev
-        if self._fmax[lane] - self._fmin[lane] > self._kflat * q + dev // 100 * FLAT_PER_100:
+        flat = self._kflat * q
+        if self._low_rate and self._srange[lane] * STILL_RANGE_X4 // 4 > flat:
+            flat = self._srange[lane] * STILL_RANGE_X4 // 4
+        if self._fmax[lane] - self._fmin[lane] > flat + dev // 100 * FLAT_PER_100:
             self._fmax[lane] = ysum
             self._fmin[lane] = ysum
             self._t_flat[lane] = t_ms
@@ -500,6 +514,37 @@ class ShelfDetector:
         if waited >= PUT_WAIT_MS and tdiff(t_ms, self._t_flat[lane]) >= PUT_FLAT_MS:
             return self._judge(lane, t_ms, pend, 1)
         return None
+
+    def _still_range(self, lane, t_ms, ysum, busy):
+        # How far a still lane's level ranges over FLAT_WAIT_MS (a median, stretch by stretch
+        # while nothing happens). At 10 SPS the quiet spread is of two readings, too short to
+        # say how flat an object's plateau can be over 1.5 s: vibration aliased into the
+        # chip's 10 Hz output and drift wander further.
+        if busy or self._dirty[lane]:
+            self._sr_on[lane] = 0
+            return
+        if not self._sr_on[lane]:
+            self._sr_on[lane] = 1
+            self._sr_min[lane] = ysum
+            self._sr_max[lane] = ysum
+            self._t_sr[lane] = t_ms
+            return
+        if ysum > self._sr_max[lane]:
+            self._sr_max[lane] = ysum
+        elif ysum < self._sr_min[lane]:
+            self._sr_min[lane] = ysum
+        if tdiff(t_ms, self._t_sr[lane]) < FLAT_WAIT_MS:
+            return
+        r = self._sr_max[lane] - self._sr_min[lane]
+        sr = self._srange[lane]
+        if sr == 0:
+            sr = r + 1
+        elif r > sr:
+            sr += sr // 8 + 1
+        else:
+            sr -= sr // 8 + 1
+        self._srange[lane] = sr if sr > 1 else 1
+        self._sr_on[lane] = 0
 
     def _period(self, lane):
         # Fit the second stage to one period of the vibration (two swings), re-summing the
