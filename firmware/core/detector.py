@@ -65,6 +65,7 @@ HELD_REAL_MS = const(1000)  # a pending plateau held this long before new activi
 HAND_SWAY_PCT = const(10)  # ...unless that activity moved it by no more than a hand sways
 FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s...
 PUT_FLAT_MS = const(500)  # a put without release waits PUT_WAIT_MS and for a flat level
+PUT_FLAT_LOW_MS = const(1000)  # ...at 10 SPS, or for a level flat this long (hands sway)
 FLAT_WAIT_MS = const(1500)  # ...but a plateau this flat for this long is no hand (hands wander)
 K_FLAT = const(4)  # flat: the level's range stays within 4 x the quiet spread...
 K_FLAT_LOW = const(12)  # ...12 x at 10 SPS, where that spread is of 2 readings, not 6
@@ -511,7 +512,12 @@ class ShelfDetector:
                 return self._judge(lane, t_ms, pend, 0)
         if waited >= self.foreign_wait_ms or tdiff(t_ms, self._t_flat[lane]) >= FLAT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 2)
-        if waited >= PUT_WAIT_MS and tdiff(t_ms, self._t_flat[lane]) >= PUT_FLAT_MS:
+        flat = tdiff(t_ms, self._t_flat[lane])
+        if ((waited >= PUT_WAIT_MS and flat >= PUT_FLAT_MS)
+                or (self._low_rate and flat >= PUT_FLAT_LOW_MS)):
+            # At 10 SPS the chip's averaging hides most puts' release: a level that has lain
+            # flat for a second stands in for it (the next action on the lane often comes
+            # within PUT_WAIT_MS, and the put was lost in it).
             return self._judge(lane, t_ms, pend, 1)
         return None
 
