@@ -496,10 +496,10 @@ class ShelfDetector:
         dev = ysum - self._ref[lane]
         if dev < 0:
             dev = -dev
-        flat = self._kflat * q
-        if self._low_rate and self._srange[lane] * STILL_RANGE_X4 // 4 > flat:
-            flat = self._srange[lane] * STILL_RANGE_X4 // 4
-        if self._fmax[lane] - self._fmin[lane] > flat + dev // 100 * FLAT_PER_100:
+        within = self._kflat * q
+        if self._low_rate and self._srange[lane] * STILL_RANGE_X4 // 4 > within:
+            within = self._srange[lane] * STILL_RANGE_X4 // 4
+        if self._fmax[lane] - self._fmin[lane] > within + dev // 100 * FLAT_PER_100:
             self._fmax[lane] = ysum
             self._fmin[lane] = ysum
             self._t_flat[lane] = t_ms
@@ -510,11 +510,11 @@ class ShelfDetector:
             self._held[lane] = 0
             if self._up(lane, _rdiv(pend - self._ref[lane], self.m)) < 0:
                 return self._judge(lane, t_ms, pend, 0)
-        if waited >= self.foreign_wait_ms or tdiff(t_ms, self._t_flat[lane]) >= FLAT_WAIT_MS:
+        flat_ms = tdiff(t_ms, self._t_flat[lane])
+        if waited >= self.foreign_wait_ms or flat_ms >= FLAT_WAIT_MS:
             return self._judge(lane, t_ms, pend, 2)
-        flat = tdiff(t_ms, self._t_flat[lane])
-        if ((waited >= PUT_WAIT_MS and flat >= PUT_FLAT_MS)
-                or (self._low_rate and flat >= PUT_FLAT_LOW_MS)):
+        if ((waited >= PUT_WAIT_MS and flat_ms >= PUT_FLAT_MS)
+                or (self._low_rate and flat_ms >= PUT_FLAT_LOW_MS)):
             # At 10 SPS the chip's averaging hides most puts' release: a level that has lain
             # flat for a second stands in for it (the next action on the lane often comes
             # within PUT_WAIT_MS, and the put was lost in it).

@@ -187,11 +187,10 @@ def test_a_put_at_10_sps_that_lies_flat_for_a_second_needs_no_two_second_wait():
     # case it was a hand. A 475 g item set down and picked up again 1.4 s later was then
     # lost altogether (the pick came in the wait, and the two netted to nothing). A level
     # that lies flat for a second is no hand: +1, then -1.
-    cals = [LaneCal(100000, CPG, 475, "S", 0)]
-    det = ShelfDetector(cals, 10)
+    cals, det, cc = shelf(1, rate=10, unit_g=475)
     a = Lane(10, stock(6, 475)).hold(5000)
     a.ramp(47500, 400).hold(1400).ramp(-47500, 500).hold(8000)
-    events = run(det, samples([a], [(100000, CPG)], sigma_cg=30, seed=1))
+    events = run(det, samples([a], cc, sigma_cg=30, seed=1))
     assert [e.count for e in events] == [1, -1]
     assert events[0].t_ms < 6800  # before the pick began
 
@@ -203,11 +202,10 @@ def test_an_object_on_a_vibrating_lane_at_10_sps_is_seen_before_it_is_taken_away
     # taken away: judged against the range the still lane keeps over 1.5 s it is flat, and
     # both its arrival and its leaving are reported; against the short noise it never looked
     # flat and neither was.
-    cals = [LaneCal(100000, CPG, 500, "S", 0)]
-    det = ShelfDetector(cals, 10)
+    cals, det, cc = shelf(1, rate=10, unit_g=500)
     a = Lane(10, stock(6, 500)).vibrate(250, 9.6, 30000).hold(12000)
     a.ramp(6000, 300).hold(4000).ramp(-6000, 300).hold(12000)
-    events = run(det, samples([a], [(100000, CPG)], sigma_cg=60, seed=1))
+    events = run(det, samples([a], cc, sigma_cg=60, seed=1))
     assert [e.count for e in events] == [None, None]
     assert [abs(abs(e.delta_cg) - 6000) < 300 for e in events] == [True, True]
 
