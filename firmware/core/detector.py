@@ -436,7 +436,8 @@ class ShelfDetector:
                 # after a decision, the level the lane comes to rest at is the new anchor
                 if calm and tdiff(t_ms, self._t_still[lane]) >= ANCHOR_MS:
                     level = self._window_level(lane)
-                    if level - ref > sig or ref - level > sig:
+                    if (level - ref > sig or ref - level > sig) and not self._slid_to_count(
+                            lane, level):
                         # it came to rest somewhere else (a gentle hand the lane's noise hid
                         # from the activity test): judge that, do not adopt it
                         self._t_act0[lane] = self._t_near[lane]
@@ -1055,6 +1056,23 @@ class ShelfDetector:
                 and not self._removable(lane, dc)):
             return None  # a flat plateau below the lane's contents: a tilted item, held
         return self._foreign(lane, t_ms, level)
+
+    def _slid_to_count(self, lane, level):
+        # Was the last event read while the level still slid, and has the lane come to rest
+        # on the count since: the same items from the anchor, and at least halfway from where
+        # the event was read toward where they put it, or further the way the event went (an
+        # item heavier than the unit)? Then this rest is where the event left the lane: the
+        # lane re-anchors there (kept where the event was read, the reference would hide
+        # an object of just that difference put down next: 23 g of a 672 g bottle).
+        acc = self._acc[lane]
+        if acc == 0:
+            return False
+        if self._fit(lane, _rdiv(level - self._anchor[lane], self.m)) != acc:
+            return False
+        if self.resid > self.tol:
+            return False
+        return self._toward_count(lane, self.resid) or (
+            (self._up(lane, level - self._ref[lane]) > 0) == (acc > 0))
 
     def _toward_count(self, lane, resid):
         # Has the lane come at least halfway from where the last event was read to where the

@@ -279,6 +279,21 @@ def test_a_pick_read_before_the_lane_settled_leaves_no_foreign_change_behind():
     assert det.state(0) == 0
 
 
+def test_a_pick_read_before_the_lane_settled_counts_the_next_object_from_where_it_rests():
+    # A 260 g can (the unit is 250 g) is read at 93 % while the plate still eases down; the
+    # lane rests 18 g further down, on the count. An 18 g object put down 3 s later is
+    # measured from that rest: kept at the level the pick was read at, the reference would
+    # put the object exactly back on it and hide it.
+    cals, det, cc = shelf(1)
+    a = Lane(80, stock(8)).hold(2000)
+    a.ramp(-26000 * 93 // 100, 400).hold(500)
+    a.ramp(-26000 * 7 // 100, 800).hold(3000)
+    a.ramp(1800, 400).hold(10000)
+    events = run(det, samples([a], cc, sigma_cg=30, seed=7))
+    assert [e.count for e in events] == [-1, None]
+    assert abs(events[1].delta_cg - 1800) < 300
+
+
 def test_hand_resting_on_the_neighbour_is_not_a_put_beside_it():
     # An 800 g hand rests on lane 0 for 5 s; lane 1 (30 g items) carries 4 % of it: exactly
     # one of its items, flat. Nothing was put anywhere.
