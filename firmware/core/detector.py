@@ -66,7 +66,7 @@ HAND_SWAY_PCT = const(10)  # ...unless that activity moved it by no more than a 
 FOREIGN_WAIT_MS = const(7000)  # FORMAT.md allows a foreign row 8 s...
 PUT_FLAT_MS = const(500)  # a put without release waits PUT_WAIT_MS and for a flat level
 PUT_FLAT_LOW_MS = const(1000)  # ...at 10 SPS, or for a level flat this long (hands sway)
-FLAT_WAIT_MS = const(1500)  # ...but a plateau this flat for this long is no hand (hands wander)
+FLAT_WAIT_MS = const(1300)  # ...but a plateau this flat for this long is no hand (hands wander)
 K_FLAT = const(4)  # flat: the level's range stays within 4 x the quiet spread...
 K_FLAT_LOW = const(12)  # ...12 x at 10 SPS, where that spread is of 2 readings, not 6
 STILL_RANGE_X4 = const(8)  # ...or, at 10 SPS, 2 x the range a still lane keeps over FLAT_WAIT_MS
@@ -525,7 +525,7 @@ class ShelfDetector:
     def _still_range(self, lane, t_ms, ysum, busy):
         # How far a still lane's level ranges over FLAT_WAIT_MS (a median, stretch by stretch
         # while nothing happens). At 10 SPS the quiet spread is of two readings, too short to
-        # say how flat an object's plateau can be over 1.5 s: vibration aliased into the
+        # say how flat an object's plateau can be over 1.3 s: vibration aliased into the
         # chip's 10 Hz output and drift wander further.
         if busy or self._dirty[lane]:
             self._sr_on[lane] = 0
