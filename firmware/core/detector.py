@@ -162,9 +162,9 @@ class ShelfDetector:
             m = max(2, min(32, (rate * smooth_ms + 500) // 1000))
             s = max(3, min(32, (rate * settle_ms + 500) // 1000))
         # confirmations in a row before a settle counts; at 10 SPS one sample is 100 ms
-        self.calm_n = CALM_SAMPLES if rate >= LOW_RATE_HZ else 1
-        self._kflat = K_FLAT if rate >= LOW_RATE_HZ else K_FLAT_LOW
         self._low_rate = rate < LOW_RATE_HZ
+        self.calm_n = 1 if self._low_rate else CALM_SAMPLES
+        self._kflat = K_FLAT_LOW if self._low_rate else K_FLAT
         self.m = m
         self.s = s
         self.rate = rate
@@ -498,8 +498,10 @@ class ShelfDetector:
         if dev < 0:
             dev = -dev
         within = self._kflat * q
-        if self._low_rate and self._srange[lane] * STILL_RANGE_X4 // 4 > within:
-            within = self._srange[lane] * STILL_RANGE_X4 // 4
+        if self._low_rate:
+            wide = self._srange[lane] * STILL_RANGE_X4 // 4
+            if wide > within:
+                within = wide
         if self._fmax[lane] - self._fmin[lane] > within + dev // 100 * FLAT_PER_100:
             self._fmax[lane] = ysum
             self._fmin[lane] = ysum
@@ -744,24 +746,20 @@ class ShelfDetector:
         # event); 0: no; 2: can't tell yet, the neighbour is still moving. Compared in whole
         # grams (small ints).
         mine = abs(dc) // self._cpg[lane] * 100
-        t0 = self._t_act0[lane]
         verdict = 0
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if j < 0 or j >= self.n or self._seen[j] == 0:
                 continue
             # the neighbour's last event, if the activity it came from overlapped ours (a
             # ringing tail since may have started a new, small activity there)
-            if (tdiff(self._t_dec[j], t0) >= -XT_WINDOW_MS
-                    and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS
+            if (self._decided_with(lane, j)
                     and tdiff(self._t_ref[lane], self._t_dec[j]) < 0
                     and mine * 100 <= pct * abs(self._dec_cg[j])
                     and self._share_fits(lane, j, dc)):
                 return 1
+            if not self._active_with(lane, j):
+                continue
             busy = self._state[j] == ACTIVE
-            if not busy and tdiff(self._t_act1[j], t0) < -XT_WINDOW_MS:
-                continue  # j's last activity ended well before ours began
-            if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
-                continue  # j began well after ours had settled
             # while j moves or waits, what it carries now (a hand) leaks into our level as it
             # reads now (a hand already lifted, its plate still swinging, leaks nothing); once
             # j rests again only a net change of it (its event, above) is still in our level,
@@ -784,14 +782,24 @@ class ShelfDetector:
         mine = abs(dc) // self._cpg[lane] * 100
         if mine > XT_FOREIGN_PCT * self._ref_xt[lane]:
             return False
-        t0 = self._t_act0[lane]
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if (0 <= j < self.n and self._seen[j] and self._state[j] == STILL
-                    and self._nothing[j]
-                    and tdiff(self._t_act1[j], t0) >= -XT_WINDOW_MS
-                    and tdiff(self._t_act0[j], self._t_act1[lane]) <= XT_WINDOW_MS):
+                    and self._nothing[j] and self._active_with(lane, j)):
                 return True
         return False
+
+    def _active_with(self, lane, j):
+        # Did neighbour j's last activity overlap ours, give or take XT_WINDOW_MS (one still
+        # going on has not ended)?
+        if tdiff(self._t_act0[j], self._t_act1[lane]) > XT_WINDOW_MS:
+            return False  # j began well after ours had settled
+        return (self._state[j] == ACTIVE
+                or tdiff(self._t_act1[j], self._t_act0[lane]) >= -XT_WINDOW_MS)
+
+    def _decided_with(self, lane, j):
+        # Was neighbour j's last event decided from activity that overlapped ours?
+        return (tdiff(self._t_dec[j], self._t_act0[lane]) >= -XT_WINDOW_MS
+                and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS)
 
     def _shared(self, lane, dc):
         # Is this change load sharing from an adjacent lane's event, decided and at rest since
@@ -799,11 +807,9 @@ class ShelfDetector:
         # pressing on this lane meanwhile is more)? Then it is final: the lane counts on from
         # its new level at once, so that its next change is not mixed up with the leak.
         mine = abs(dc) // self._cpg[lane] * 100
-        t0 = self._t_act0[lane]
         for j in range(lane - 1, lane + 2, 2):  # both neighbours; range() allocates nothing
             if (0 <= j < self.n and self._seen[j] and self._state[j] == STILL
-                    and tdiff(self._t_dec[j], t0) >= -XT_WINDOW_MS
-                    and tdiff(self._t_dec0[j], self._t_act1[lane]) <= XT_WINDOW_MS
+                    and self._decided_with(lane, j)
                     and mine * 1000 <= LEAK_PERMIL * abs(self._dec_cg[j])
                     and self._share_fits(lane, j, dc)):
                 return True
@@ -1072,7 +1078,7 @@ class ShelfDetector:
         if self.resid > self.tol:
             return False
         return self._toward_count(lane, self.resid) or (
-            (self._up(lane, level - self._ref[lane]) > 0) == (acc > 0))
+            (self._up(lane, _rdiv(level - self._ref[lane], self.m)) > 0) == (acc > 0))
 
     def _toward_count(self, lane, resid):
         # Has the lane come at least halfway from where the last event was read to where the

@@ -200,8 +200,8 @@ def test_a_put_at_10_sps_that_lies_flat_for_a_second_needs_no_two_second_wait():
 def test_an_object_on_a_vibrating_lane_at_10_sps_is_seen_before_it_is_taken_away():
     # At 10 SPS the gondola's 9.6 Hz shake comes out of the chip as a slow +-2.5 g wander;
     # the spread of two readings, the lane's quiet noise there, says nothing of how far a
-    # still level strays over 1.5 s. A 60 g object lies 4 s on a lane of 500 g items and is
-    # taken away: judged against the range the still lane keeps over 1.5 s it is flat, and
+    # still level strays over 1.3 s. A 60 g object lies 4 s on a lane of 500 g items and is
+    # taken away: judged against the range the still lane keeps over 1.3 s it is flat, and
     # both its arrival and its leaving are reported; against the short noise it never looked
     # flat and neither was.
     cals, det, cc = shelf(1, rate=10, unit_g=500)
